@@ -30,6 +30,12 @@ pub enum ErrorCode {
     InternalError,
     ProcessingFailed,
     ClientNotFound,
+    // Codes Nextcloud answers with, forwarded to the client.
+    InvalidRequest,
+    InvalidTicket,
+    NoSuchUser,
+    NoSuchRoom,
+    DuplicateSession,
 }
 
 impl ErrorCode {
@@ -59,7 +65,24 @@ impl ErrorCode {
             ErrorCode::InternalError => "internal_error",
             ErrorCode::ProcessingFailed => "processing_failed",
             ErrorCode::ClientNotFound => "client_not_found",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidTicket => "invalid_ticket",
+            ErrorCode::NoSuchUser => "no_such_user",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::DuplicateSession => "duplicate_session",
         }
+    }
+
+    /// The code for an error Nextcloud answered with, if clients know it.
+    pub fn from_backend(code: &str) -> Option<ErrorCode> {
+        Some(match code {
+            "invalid_request" => ErrorCode::InvalidRequest,
+            "invalid_ticket" => ErrorCode::InvalidTicket,
+            "no_such_user" => ErrorCode::NoSuchUser,
+            "no_such_room" => ErrorCode::NoSuchRoom,
+            "duplicate_session" => ErrorCode::DuplicateSession,
+            _ => return None,
+        })
     }
 }
 

@@ -1,0 +1,170 @@
+//! Participants updates (reference §1.7 target `participants`): Talk's participant
+//! lists rewritten from Talk session ids to signaling ids, `changed` merged into
+//! `users`, permissions applied and stripped, internal and virtual sessions added;
+//! call membership from `incall` updates, including `all`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use hpb_proto::backend::{ParticipantEntry, entry_session_id, in_call_flags};
+use hpb_proto::server;
+use serde_json::{Value, json};
+
+use crate::hub::{Hub, unix_now};
+use crate::room::Room;
+use crate::session::{ClientKind, Session};
+
+impl Hub {
+    /// Replace Talk session ids by signaling public ids (dropping unknown and "0").
+    fn map_entries(&self, room: &Room, entries: &mut [ParticipantEntry]) -> Vec<(Arc<Session>, usize)> {
+        let mut found = Vec::new();
+        let map = self.room_sessions.lock();
+        for (i, e) in entries.iter_mut().enumerate() {
+            let Some(talk_id) = entry_session_id(e).map(str::to_string) else {
+                e.remove("sessionId");
+                continue;
+            };
+            e.remove("sessionid");
+            if talk_id == "0" || talk_id.is_empty() {
+                e.remove("sessionId");
+                continue;
+            }
+            match map.get(&(room.backend.id.clone(), Arc::from(talk_id.as_str()))) {
+                Some(s) => {
+                    e.insert("sessionId".into(), Value::String(s.public_id.to_string()));
+                    found.push((s.clone(), i));
+                }
+                None => {
+                    // A virtual session is known to Nextcloud by its public id.
+                    if let Some(s) = self.session(&talk_id).filter(|s| s.kind == ClientKind::Virtual) {
+                        found.push((s, i));
+                    } else {
+                        e.remove("sessionId");
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Add synthetic entries for internal and virtual sessions of the room.
+    fn add_internal_entries(&self, room: &Room, users: &mut Vec<ParticipantEntry>) {
+        let now = unix_now();
+        let present: HashSet<String> = users
+            .iter()
+            .filter_map(|u| u.get("sessionId").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        for s in room.members() {
+            let (in_call, kind) = (s.state.lock().in_call, s.kind);
+            let entry = match kind {
+                ClientKind::Internal => {
+                    let mut e = json!({"inCall": in_call, "sessionId": &*s.public_id, "lastPing": now, "internal": true});
+                    if !s.features.is_empty() {
+                        e["features"] = json!(s.features);
+                    }
+                    e
+                }
+                ClientKind::Virtual if !present.contains(&*s.public_id) => {
+                    json!({"inCall": in_call, "sessionId": &*s.public_id, "lastPing": now, "virtual": true})
+                }
+                ClientKind::Virtual => {
+                    if let Some(u) = users.iter_mut().find(|u| u.get("sessionId").and_then(Value::as_str) == Some(&*s.public_id)) {
+                        u.insert("virtual".into(), Value::Bool(true));
+                        u.insert("inCall".into(), json!(in_call));
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Value::Object(m) = entry {
+                users.push(m);
+            }
+        }
+    }
+
+    fn participants_frame(&self, room: &Room, users: &[ParticipantEntry]) -> Utf8Bytes {
+        server::event("participants", "update", &json!({"roomid": room.id, "users": users})).into()
+    }
+
+    /// A `participants` request from Nextcloud.
+    pub fn backend_participants(self: &Arc<Self>, room: &Arc<Room>, mut changed: Vec<ParticipantEntry>, mut users: Vec<ParticipantEntry>) {
+        let found = self.map_entries(room, &mut changed);
+        for (s, i) in &found {
+            if let Some(perms) = changed[*i].get("permissions").and_then(Value::as_array) {
+                let set: HashSet<String> = perms.iter().filter_map(|p| p.as_str().map(str::to_string)).collect();
+                s.state.lock().permissions = Some(set);
+            }
+        }
+        self.map_entries(room, &mut users);
+        self.publish_users(room, changed, users);
+    }
+
+    /// An `incall` request from Nextcloud.
+    pub async fn backend_incall(self: &Arc<Self>, room: &Arc<Room>, incall: &Value, all: bool, mut changed: Vec<ParticipantEntry>, mut users: Vec<ParticipantEntry>) {
+        if all {
+            let flags = in_call_flags(incall);
+            let frame: Utf8Bytes = server::event("participants", "update", &json!({"roomid": room.id, "incall": flags, "all": true})).into();
+            for s in room.members() {
+                if matches!(s.kind, ClientKind::Client) {
+                    s.state.lock().in_call = flags;
+                }
+                if matches!(s.kind, ClientKind::Client | ClientKind::Federation | ClientKind::Internal) {
+                    self.deliver(&s, &frame);
+                }
+            }
+            return;
+        }
+        let found = self.map_entries(room, &mut changed);
+        for (s, i) in &found {
+            if let Some(v) = changed[*i].get("inCall") {
+                s.state.lock().in_call = in_call_flags(v);
+            }
+        }
+        self.map_entries(room, &mut users);
+        self.publish_users(room, changed, users);
+    }
+
+    fn publish_users(self: &Arc<Self>, room: &Arc<Room>, changed: Vec<ParticipantEntry>, mut users: Vec<ParticipantEntry>) {
+        // Talk may send only `changed`: merge entries missing from `users`.
+        let present: HashSet<String> = users
+            .iter()
+            .filter_map(|u| u.get("sessionId").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        for c in changed {
+            let sid = c.get("sessionId").and_then(Value::as_str).map(str::to_string);
+            if sid.is_none_or(|id| !present.contains(&id)) {
+                users.push(c);
+            }
+        }
+        for u in &mut users {
+            u.remove("permissions");
+        }
+        room.state.lock().users = users.clone();
+        self.add_internal_entries(room, &mut users);
+        let frame = self.participants_frame(room, &users);
+        self.deliver_room(room, &frame, None, |r| r.kind != ClientKind::Virtual);
+    }
+
+    /// Re-send the participants list to one session (after resume).
+    pub fn send_participants_snapshot(self: &Arc<Self>, room: &Room, s: &Arc<Session>) {
+        let mut users = room.state.lock().users.clone();
+        self.add_internal_entries(room, &mut users);
+        if users.is_empty() {
+            return;
+        }
+        let frame = self.participants_frame(room, &users);
+        self.deliver(s, &frame);
+    }
+
+    /// Publish the last known list plus internal sessions (internal session changes).
+    pub fn publish_users_with_internal(self: &Arc<Self>, room: &Room) {
+        let mut users = room.state.lock().users.clone();
+        self.add_internal_entries(room, &mut users);
+        if users.is_empty() {
+            return;
+        }
+        let frame = self.participants_frame(room, &users);
+        self.deliver_room(room, &frame, None, |r| r.kind != ClientKind::Virtual);
+    }
+}
