@@ -143,7 +143,7 @@ impl Backends {
         for b in &self.list {
             for u in &b.urls {
                 if u.host_str() == url.host_str()
-                    && u.port_or_known_default() == url.port_or_known_default()
+                    && u.port() == url.port()
                     && url.path().starts_with(u.path())
                 {
                     if u.scheme() == url.scheme() || (u.scheme() == "http" && url.scheme() == "https") {

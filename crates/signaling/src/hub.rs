@@ -294,6 +294,7 @@ impl Hub {
                 }
             }
         }
+        self.end_federation(s);
         let notify_backend = reason != CloseReason::RoomSessionReconnected;
         self.leave_room(s, notify_backend).await;
         self.unregister(s);

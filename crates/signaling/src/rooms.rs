@@ -66,19 +66,35 @@ pub fn join_entry_json(s: &Session, hide: bool) -> Value {
 impl Hub {
     /// Handle a client `room` request.
     pub async fn handle_room(self: &Arc<Self>, conn: &Conn, s: &Arc<Session>, id: Option<&str>, req: RoomRequest) {
+        let was_federated = s.federation.lock().is_some();
+        self.end_federation(s);
         if req.roomid.is_empty() {
-            if self.leave_room(s, true).await {
+            if self.leave_room(s, true).await || was_federated {
                 conn.reply(server::frame(id, "room", Some(&RoomReply { roomid: "", properties: None, bandwidth: None })));
             }
             return;
         }
-        if req.federation.is_some() {
-            conn.error(
-                id,
-                ErrorCode::FederationUnsupported,
-                "federated room joins are not supported by this server yet",
-                None,
-            );
+        if let Some(f) = &req.federation {
+            self.leave_room(s, true).await;
+            let room_session = if req.sessionid.is_empty() { s.public_id.to_string() } else { req.sessionid.clone() };
+            match self.federated_join(s, &req.roomid, &room_session, f).await {
+                Ok((link, mut reply)) => {
+                    *s.federation.lock() = Some(link);
+                    match id {
+                        Some(i) => reply["id"] = serde_json::Value::String(i.to_string()),
+                        None => {
+                            if let Some(m) = reply.as_object_mut() {
+                                m.remove("id");
+                            }
+                        }
+                    }
+                    conn.reply(reply.to_string());
+                }
+                Err(r) => {
+                    tracing::warn!(session = %s.public_id, room = %req.roomid, code = %r.code, reason = %r.message, "federated join failed");
+                    conn.error(id, r.code, &r.message, r.details.as_deref());
+                }
+            }
             return;
         }
         match self.join_room(conn, s, id, &req).await {

@@ -93,6 +93,8 @@ pub struct Session {
     pub actor: Option<(String, String)>,
     pub state: Mutex<SessionState>,
     pub delivery: Mutex<Delivery>,
+    /// The link to a remote signaling server while in a federated room.
+    pub federation: Mutex<Option<Arc<crate::federation::FederationLink>>>,
     limit: usize,
 }
 
@@ -141,6 +143,7 @@ impl Session {
                 roomless_since: Instant::now(),
             }),
             delivery: Mutex::new(n.delivery),
+            federation: Mutex::new(None),
             limit: n.limit,
         }
     }

@@ -282,6 +282,16 @@ async fn dispatch(hub: &Arc<Hub>, conn: &Conn, session: &mut Option<Arc<Session>
     if s.state.lock().closed {
         return Flow::Continue;
     }
+    let federation = s.federation.lock().clone();
+    if let Some(link) = federation
+        && matches!(
+            msg.body,
+            ClientBody::Message(_) | ClientBody::Control(_) | ClientBody::Transient(_) | ClientBody::Internal(_)
+        )
+    {
+        link.forward(&s.public_id, text);
+        return Flow::Continue;
+    }
     match msg.body {
         ClientBody::Hello(_) | ClientBody::Unknown(_) => {}
         ClientBody::Bye => {
