@@ -348,7 +348,10 @@ mod tests {
             parse_room_request(br#"{"type":"update"}"#).err(),
             Some(RoomRequestError::MissingBody("update".into()))
         );
-        assert!(matches!(parse_room_request(b"\xff"), Err(RoomRequestError::NotJson(_))));
+        assert!(matches!(
+            parse_room_request(b"\xff"),
+            Err(RoomRequestError::NotJson(_))
+        ));
         assert!(matches!(
             parse_room_request(br#"{"type":"incall","incall":{"all":"yes"}}"#),
             Err(RoomRequestError::Malformed { .. })

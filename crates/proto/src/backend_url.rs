@@ -66,9 +66,10 @@ mod tests {
 
     #[test]
     fn cuts_the_ocs_path_and_normalises() {
-        let u =
-            canonical("https://Cloud.Example.com:443/nc/ocs/v2.php/apps/spreed/api/v3/signaling/backend")
-                .expect("valid");
+        let u = canonical(
+            "https://Cloud.Example.com:443/nc/ocs/v2.php/apps/spreed/api/v3/signaling/backend",
+        )
+        .expect("valid");
         assert_eq!(u.as_str(), "https://cloud.example.com/nc/");
         let u = canonical("http://127.0.0.1:8080").expect("valid");
         assert_eq!(u.as_str(), "http://127.0.0.1:8080/");
@@ -77,7 +78,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(canonical("nope"), Err(BackendUrlError::NotAbsolute { .. })));
-        assert!(matches!(canonical("ftp://x/"), Err(BackendUrlError::BadScheme { .. })));
+        assert!(matches!(
+            canonical("nope"),
+            Err(BackendUrlError::NotAbsolute { .. })
+        ));
+        assert!(matches!(
+            canonical("ftp://x/"),
+            Err(BackendUrlError::BadScheme { .. })
+        ));
     }
 }

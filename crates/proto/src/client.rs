@@ -169,7 +169,9 @@ pub enum InternalMessage {
     AddSession(AddSession),
     UpdateSession(UpdateSession),
     RemoveSession(RemoveSession),
-    InCall { incall: i64 },
+    InCall {
+        incall: i64,
+    },
     /// Other internal types (e.g. dial-out replies); ignored.
     Other(String),
 }
@@ -369,12 +371,19 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         )
     };
     let body = match kind.as_str() {
-        "hello" => ClientBody::Hello(parse_hello(&id, frame.hello.ok_or_else(|| missing("hello"))?)?),
+        "hello" => ClientBody::Hello(parse_hello(
+            &id,
+            frame.hello.ok_or_else(|| missing("hello"))?,
+        )?),
         "bye" => {
             let _ = frame.bye;
             ClientBody::Bye
         }
-        "room" => ClientBody::Room(body(&id, "room", frame.room.ok_or_else(|| missing("room"))?)?),
+        "room" => ClientBody::Room(body(
+            &id,
+            "room",
+            frame.room.ok_or_else(|| missing("room"))?,
+        )?),
         "message" => ClientBody::Message(parse_relay(
             &id,
             "message",
@@ -434,14 +443,29 @@ fn parse_hello(id: &Option<String>, raw: &RawValue) -> Result<Hello, ParseError>
             "hello \"auth.params\" is missing or empty",
         ));
     }
-    let params = auth.params.map(RawValue::to_owned).unwrap_or_else(empty_object);
-    let auth_kind = if auth.kind.is_empty() { "client" } else { auth.kind.as_str() };
+    let params = auth
+        .params
+        .map(RawValue::to_owned)
+        .unwrap_or_else(empty_object);
+    let auth_kind = if auth.kind.is_empty() {
+        "client"
+    } else {
+        auth.kind.as_str()
+    };
     let canonical_url = |u: &str| {
         if u.is_empty() {
-            return Err(ParseError::new(id, ErrorCode::InvalidFormat, "hello \"auth.url\" is missing"));
+            return Err(ParseError::new(
+                id,
+                ErrorCode::InvalidFormat,
+                "hello \"auth.url\" is missing",
+            ));
         }
         backend_url::canonical(u).map_err(|e| {
-            ParseError::new(id, ErrorCode::InvalidFormat, format!("hello \"auth.url\" is invalid: {e}"))
+            ParseError::new(
+                id,
+                ErrorCode::InvalidFormat,
+                format!("hello \"auth.url\" is invalid: {e}"),
+            )
         })
     };
     let kind = match auth_kind {
@@ -486,7 +510,11 @@ fn empty_object() -> Box<RawValue> {
     }
 }
 
-fn parse_relay(id: &Option<String>, kind: &str, raw: &RawValue) -> Result<RelayMessage, ParseError> {
+fn parse_relay(
+    id: &Option<String>,
+    kind: &str,
+    raw: &RawValue,
+) -> Result<RelayMessage, ParseError> {
     let m: RawRelay<'_> = body(id, kind, raw)?;
     let Some(r) = m.recipient else {
         return Err(ParseError::new(
@@ -537,7 +565,11 @@ fn parse_relay(id: &Option<String>, kind: &str, raw: &RawValue) -> Result<RelayM
 
 fn parse_internal(id: &Option<String>, raw: &RawValue) -> Result<InternalMessage, ParseError> {
     let m: RawInternal<'_> = body(id, "internal", raw)?;
-    fn need<'v>(id: &Option<String>, v: Option<&'v RawValue>, k: &str) -> Result<&'v RawValue, ParseError> {
+    fn need<'v>(
+        id: &Option<String>,
+        v: Option<&'v RawValue>,
+        k: &str,
+    ) -> Result<&'v RawValue, ParseError> {
         v.ok_or_else(|| {
             ParseError::new(
                 id,
@@ -564,12 +596,20 @@ fn parse_internal(id: &Option<String>, raw: &RawValue) -> Result<InternalMessage
             InternalMessage::AddSession(a)
         }
         "updatesession" => {
-            let u: UpdateSession = body(id, "updatesession", need(id, m.updatesession, "updatesession")?)?;
+            let u: UpdateSession = body(
+                id,
+                "updatesession",
+                need(id, m.updatesession, "updatesession")?,
+            )?;
             check_ids(&u.sessionid, &u.roomid, "updatesession")?;
             InternalMessage::UpdateSession(u)
         }
         "removesession" => {
-            let r: RemoveSession = body(id, "removesession", need(id, m.removesession, "removesession")?)?;
+            let r: RemoveSession = body(
+                id,
+                "removesession",
+                need(id, m.removesession, "removesession")?,
+            )?;
             check_ids(&r.sessionid, &r.roomid, "removesession")?;
             InternalMessage::RemoveSession(r)
         }
@@ -631,7 +671,10 @@ mod tests {
         assert_eq!(err("[1,2]").code, ErrorCode::InvalidFormat);
         assert_eq!(err("{}").code, ErrorCode::InvalidFormat);
         let e = err(r#"{"id":"7","type":"hello"}"#);
-        assert_eq!((e.code, e.id.as_deref()), (ErrorCode::InvalidFormat, Some("7")));
+        assert_eq!(
+            (e.code, e.id.as_deref()),
+            (ErrorCode::InvalidFormat, Some("7"))
+        );
     }
 
     #[test]
@@ -649,7 +692,10 @@ mod tests {
         )
         .expect("valid");
         match m.body {
-            ClientBody::Hello(Hello { kind: HelloKind::Client { url, .. }, .. }) => {
+            ClientBody::Hello(Hello {
+                kind: HelloKind::Client { url, .. },
+                ..
+            }) => {
                 assert_eq!(url.as_str(), "https://c.example/")
             }
             other => panic!("{other:?}"),
@@ -670,15 +716,25 @@ mod tests {
             err(r#"{"type":"message","message":{"recipient":{"type":"planet"},"data":{}}}"#).code,
             ErrorCode::InvalidFormat
         );
-        let m = parse(r#"{"type":"message","message":{"recipient":{"type":"room"},"data":{"x":1}}}"#)
-            .expect("valid");
-        assert!(matches!(m.body, ClientBody::Message(RelayMessage { recipient: Recipient::Room, .. })));
+        let m =
+            parse(r#"{"type":"message","message":{"recipient":{"type":"room"},"data":{"x":1}}}"#)
+                .expect("valid");
+        assert!(matches!(
+            m.body,
+            ClientBody::Message(RelayMessage {
+                recipient: Recipient::Room,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn transient_null_value_removes() {
         let m = parse(r#"{"type":"transient","transient":{"type":"set","key":"k","value":null}}"#)
             .expect("valid");
-        assert!(matches!(m.body, ClientBody::Transient(TransientMessage::Remove { .. })));
+        assert!(matches!(
+            m.body,
+            ClientBody::Transient(TransientMessage::Remove { .. })
+        ));
     }
 }

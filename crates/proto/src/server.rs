@@ -1,8 +1,8 @@
 //! Messages the server sends on `/spreed` (reference §1.3–§1.12). Each frame is built
 //! once as a JSON string (fan-out sends the same bytes to every receiver).
 
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use crate::error_code::ErrorCode;
@@ -33,7 +33,9 @@ pub fn frame<B: Serialize + ?Sized>(id: Option<&str>, kind: &str, body: Option<&
     let env = Envelope { id, kind, body };
     // Serializing these plain structs into a String cannot fail.
     serde_json::to_string(&env).unwrap_or_else(|e| {
-        format!(r#"{{"type":"error","error":{{"code":"internal_error","message":"serialize: {e}"}}}}"#)
+        format!(
+            r#"{{"type":"error","error":{{"code":"internal_error","message":"serialize: {e}"}}}}"#
+        )
     })
 }
 
@@ -72,7 +74,12 @@ pub struct ErrorBody<'a> {
 }
 
 /// Build an error frame.
-pub fn error(id: Option<&str>, code: ErrorCode, message: &str, details: Option<&RawValue>) -> String {
+pub fn error(
+    id: Option<&str>,
+    code: ErrorCode,
+    message: &str,
+    details: Option<&RawValue>,
+) -> String {
     frame(
         id,
         "error",
@@ -118,7 +125,15 @@ impl<P: Serialize + ?Sized> Serialize for Event<'_, P> {
 
 /// Build an event frame.
 pub fn event<P: Serialize + ?Sized>(target: &str, kind: &str, payload: &P) -> String {
-    frame(None, "event", Some(&Event { target, kind, payload }))
+    frame(
+        None,
+        "event",
+        Some(&Event {
+            target,
+            kind,
+            payload,
+        }),
+    )
 }
 
 /// Room events without a payload object (`federation_interrupted`).
@@ -194,9 +209,18 @@ mod tests {
 
     #[test]
     fn envelopes_have_upstream_shape() {
-        assert_eq!(frame::<()>(Some("3"), "bye", None), r#"{"id":"3","type":"bye"}"#);
         assert_eq!(
-            frame(None, "bye", Some(&Bye { reason: "hello_timeout" })),
+            frame::<()>(Some("3"), "bye", None),
+            r#"{"id":"3","type":"bye"}"#
+        );
+        assert_eq!(
+            frame(
+                None,
+                "bye",
+                Some(&Bye {
+                    reason: "hello_timeout"
+                })
+            ),
             r#"{"type":"bye","bye":{"reason":"hello_timeout"}}"#
         );
         assert_eq!(
@@ -204,6 +228,9 @@ mod tests {
             r#"{"id":"1","type":"error","error":{"code":"hello_expected","message":"x"}}"#
         );
         let leave = event("room", "leave", &["a"]);
-        assert_eq!(leave, r#"{"type":"event","event":{"target":"room","type":"leave","leave":["a"]}}"#);
+        assert_eq!(
+            leave,
+            r#"{"type":"event","event":{"target":"room","type":"leave","leave":["a"]}}"#
+        );
     }
 }

@@ -33,7 +33,9 @@ pub enum SessionIdError {
     NotBase64,
     #[error("session id is too short")]
     TooShort,
-    #[error("session id signature does not match (forged, or signed with another [sessions] hashkey)")]
+    #[error(
+        "session id signature does not match (forged, or signed with another [sessions] hashkey)"
+    )]
     BadMac,
     #[error("session id payload is malformed: {0}")]
     Malformed(&'static str),
@@ -168,9 +170,15 @@ impl SessionIdCodec {
     fn apply_ctr(&self, iv: &[u8; IV_LEN], buf: &mut [u8]) {
         match &self.cipher {
             Cipher::None => {}
-            Cipher::Aes128(k) => ctr::Ctr128BE::<aes::Aes128>::new(k.into(), iv.into()).apply_keystream(buf),
-            Cipher::Aes192(k) => ctr::Ctr128BE::<aes::Aes192>::new(k.into(), iv.into()).apply_keystream(buf),
-            Cipher::Aes256(k) => ctr::Ctr128BE::<aes::Aes256>::new(k.into(), iv.into()).apply_keystream(buf),
+            Cipher::Aes128(k) => {
+                ctr::Ctr128BE::<aes::Aes128>::new(k.into(), iv.into()).apply_keystream(buf)
+            }
+            Cipher::Aes192(k) => {
+                ctr::Ctr128BE::<aes::Aes192>::new(k.into(), iv.into()).apply_keystream(buf)
+            }
+            Cipher::Aes256(k) => {
+                ctr::Ctr128BE::<aes::Aes256>::new(k.into(), iv.into()).apply_keystream(buf)
+            }
         }
     }
 }

@@ -36,7 +36,10 @@ mod tests {
     #[test]
     fn matches_coturn_scheme() {
         // echo -n "1700000000:alice" | openssl dgst -sha1 -hmac secret -binary | base64
-        assert_eq!(password(b"secret", "1700000000:alice"), "d8soP47RbdIKLDUOpnJPVQyq5Ts=");
+        assert_eq!(
+            password(b"secret", "1700000000:alice"),
+            "d8soP47RbdIKLDUOpnJPVQyq5Ts="
+        );
         assert_eq!(expiry_of("1700000000:alice"), Some(1_700_000_000));
         assert_eq!(username(5, ""), "5");
     }

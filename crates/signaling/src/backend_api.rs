@@ -23,11 +23,18 @@ use crate::session::{ClientKind, Session};
 use crate::throttle::Action;
 
 fn refuse(status: StatusCode, message: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message + "\n").into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
 }
 
 pub async fn room_request(
@@ -39,9 +46,16 @@ pub async fn room_request(
 ) -> Response {
     let ip = client_ip(&hub.cfg.trusted_proxies, peer.ip(), &headers);
     let Some(len) = header_str(&headers, header::CONTENT_LENGTH.as_str()) else {
-        return refuse(StatusCode::LENGTH_REQUIRED, "Length required: send a Content-Length header".into());
+        return refuse(
+            StatusCode::LENGTH_REQUIRED,
+            "Length required: send a Content-Length header".into(),
+        );
     };
-    if len.parse::<usize>().is_ok_and(|n| n > MAX_ROOM_REQUEST_BYTES) || body.len() > MAX_ROOM_REQUEST_BYTES {
+    if len
+        .parse::<usize>()
+        .is_ok_and(|n| n > MAX_ROOM_REQUEST_BYTES)
+        || body.len() > MAX_ROOM_REQUEST_BYTES
+    {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Request too large: the limit is {MAX_ROOM_REQUEST_BYTES} bytes"),
@@ -71,7 +85,9 @@ pub async fn room_request(
     if hub.throttle.is_blocked(ip, Action::BackendRoomAuth) {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many requests: {ip} sent too many requests with a wrong checksum; fix the shared secret and wait"),
+            format!(
+                "Too many requests: {ip} sent too many requests with a wrong checksum; fix the shared secret and wait"
+            ),
         );
     }
     let backend = match select_backend(&hub, &headers, random, sum, &body) {
@@ -80,7 +96,10 @@ pub async fn room_request(
             let delay = hub.throttle.record_failure(ip, Action::BackendRoomAuth);
             tokio::time::sleep(delay).await;
             tracing::warn!(remote = %ip, room = %room_id, reason = %msg, "backend request refused");
-            return refuse(StatusCode::FORBIDDEN, format!("Authentication check failed: {msg}"));
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!("Authentication check failed: {msg}"),
+            );
         }
     };
     let request = match wire::parse_room_request(&body) {
@@ -98,12 +117,23 @@ pub async fn room_request(
             "{}",
         )
             .into_response(),
-        Err((status, body)) => (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response(),
+        Err((status, body)) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response(),
     }
 }
 
 /// Find the backend by the `Spreed-Signaling-Backend` header and check the checksum.
-fn select_backend(hub: &Hub, headers: &HeaderMap, random: &str, sum: &str, body: &[u8]) -> Result<Arc<Backend>, String> {
+fn select_backend(
+    hub: &Hub,
+    headers: &HeaderMap,
+    random: &str,
+    sum: &str,
+    body: &[u8],
+) -> Result<Arc<Backend>, String> {
     if let Some(url) = header_str(headers, checksum::HEADER_BACKEND) {
         let canonical = hpb_proto::backend_url::canonical(url)
             .map_err(|e| format!("the {} header is not a URL: {e}", checksum::HEADER_BACKEND))?;
@@ -134,7 +164,12 @@ fn roomlist(kind: &str, payload: Value) -> axum::extract::ws::Utf8Bytes {
 }
 
 impl Hub {
-    fn deliver_users<'a>(self: &Arc<Self>, backend: &Backend, users: impl IntoIterator<Item = &'a String>, frame: &axum::extract::ws::Utf8Bytes) {
+    fn deliver_users<'a>(
+        self: &Arc<Self>,
+        backend: &Backend,
+        users: impl IntoIterator<Item = &'a String>,
+        frame: &axum::extract::ws::Utf8Bytes,
+    ) {
         for u in users {
             for s in self.user_sessions(&backend.id, u) {
                 self.deliver(&s, frame);
@@ -143,11 +178,19 @@ impl Hub {
     }
 
     fn talk_session(&self, backend: &Backend, talk_id: &str) -> Option<Arc<Session>> {
-        self.room_sessions.lock().get(&(backend.id.clone(), Arc::from(talk_id))).cloned()
+        self.room_sessions
+            .lock()
+            .get(&(backend.id.clone(), Arc::from(talk_id)))
+            .cloned()
     }
 
     /// Apply one request from Nextcloud.
-    pub async fn process_room_request(self: &Arc<Self>, backend: &Arc<Backend>, room_id: &str, req: RoomRequest) -> Result<(), (StatusCode, String)> {
+    pub async fn process_room_request(
+        self: &Arc<Self>,
+        backend: &Arc<Backend>,
+        room_id: &str,
+        req: RoomRequest,
+    ) -> Result<(), (StatusCode, String)> {
         let room = self.room(&backend.id, room_id);
         match req {
             RoomRequest::Invite(i) => {
@@ -156,10 +199,17 @@ impl Hub {
                 self.deliver_users(backend, &i.userids, &frame);
                 let invited: HashSet<&String> = i.userids.iter().collect();
                 let update = roomlist("update", json!({"roomid": room_id, "properties": props}));
-                self.deliver_users(backend, i.alluserids.iter().filter(|u| !invited.contains(u)), &update);
+                self.deliver_users(
+                    backend,
+                    i.alluserids.iter().filter(|u| !invited.contains(u)),
+                    &update,
+                );
             }
             RoomRequest::Disinvite(d) => {
-                let frame = roomlist("disinvite", json!({"roomid": room_id, "reason": "disinvited"}));
+                let frame = roomlist(
+                    "disinvite",
+                    json!({"roomid": room_id, "reason": "disinvited"}),
+                );
                 let mut targets: Vec<Arc<Session>> = Vec::new();
                 for u in &d.userids {
                     targets.extend(self.user_sessions(&backend.id, u));
@@ -178,14 +228,24 @@ impl Hub {
                     }
                 }
                 let removed: HashSet<&String> = d.userids.iter().collect();
-                let update = roomlist("update", json!({"roomid": room_id, "properties": d.properties.as_deref()}));
-                self.deliver_users(backend, d.alluserids.iter().filter(|u| !removed.contains(u)), &update);
+                let update = roomlist(
+                    "update",
+                    json!({"roomid": room_id, "properties": d.properties.as_deref()}),
+                );
+                self.deliver_users(
+                    backend,
+                    d.alluserids.iter().filter(|u| !removed.contains(u)),
+                    &update,
+                );
             }
             RoomRequest::Update(u) => {
                 if let Some(room) = &room {
                     self.update_properties(room, u.properties.as_deref());
                 }
-                let frame = roomlist("update", json!({"roomid": room_id, "properties": u.properties.as_deref()}));
+                let frame = roomlist(
+                    "update",
+                    json!({"roomid": room_id, "properties": u.properties.as_deref()}),
+                );
                 self.deliver_users(backend, &u.userids, &frame);
             }
             RoomRequest::Delete(d) => {
@@ -202,7 +262,8 @@ impl Hub {
             }
             RoomRequest::InCall(c) => {
                 if let Some(room) = &room {
-                    self.backend_incall(room, &c.incall, c.all, c.changed, c.users).await;
+                    self.backend_incall(room, &c.incall, c.all, c.changed, c.users)
+                        .await;
                 }
             }
             RoomRequest::Message(m) => {
@@ -212,8 +273,14 @@ impl Hub {
             }
             RoomRequest::SwitchTo(sw) => {
                 let targets: Vec<(String, Option<Value>)> = match sw.sessions {
-                    Value::Array(list) => list.into_iter().filter_map(|v| v.as_str().map(|s| (s.to_string(), None))).collect(),
-                    Value::Object(map) => map.into_iter().map(|(k, v)| (k, (!v.is_null()).then_some(v))).collect(),
+                    Value::Array(list) => list
+                        .into_iter()
+                        .filter_map(|v| v.as_str().map(|s| (s.to_string(), None)))
+                        .collect(),
+                    Value::Object(map) => map
+                        .into_iter()
+                        .map(|(k, v)| (k, (!v.is_null()).then_some(v)))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 for (talk_id, details) in targets {
@@ -237,7 +304,11 @@ impl Hub {
         Ok(())
     }
 
-    fn update_properties(self: &Arc<Self>, room: &Room, props: Option<&serde_json::value::RawValue>) {
+    fn update_properties(
+        self: &Arc<Self>,
+        room: &Room,
+        props: Option<&serde_json::value::RawValue>,
+    ) {
         let changed = {
             let mut st = room.state.lock();
             let same = match (&st.properties, props) {
@@ -254,7 +325,11 @@ impl Hub {
             let frame = server::frame(
                 None,
                 "room",
-                Some(&server::RoomReply { roomid: &room.id, properties: props, bandwidth: None }),
+                Some(&server::RoomReply {
+                    roomid: &room.id,
+                    properties: props,
+                    bandwidth: None,
+                }),
             );
             self.deliver_room(room, &frame.into(), None, |_| true);
         }
@@ -263,7 +338,15 @@ impl Hub {
     async fn delete_room(self: &Arc<Self>, room: &Arc<Room>) {
         let members = room.members();
         let delete = server::event("room", "delete", &json!({"roomid": room.id})).into();
-        let moved = server::frame(None, "room", Some(&server::RoomReply { roomid: "", properties: None, bandwidth: None }));
+        let moved = server::frame(
+            None,
+            "room",
+            Some(&server::RoomReply {
+                roomid: "",
+                properties: None,
+                bandwidth: None,
+            }),
+        );
         let moved: axum::extract::ws::Utf8Bytes = moved.into();
         for s in &members {
             if s.kind == ClientKind::Internal {
@@ -285,7 +368,10 @@ impl Hub {
         let chat = parsed.get("type").and_then(Value::as_str) == Some("chat");
         let comments: Vec<Value> = if chat {
             let c = &parsed["chat"];
-            match (c.get("comment"), c.get("comments").and_then(Value::as_array)) {
+            match (
+                c.get("comment"),
+                c.get("comments").and_then(Value::as_array),
+            ) {
                 (Some(one), _) => vec![one.clone()],
                 (None, Some(many)) => many.clone(),
                 _ => Vec::new(),
@@ -308,7 +394,8 @@ impl Hub {
         for c in comments {
             let frame = event(&json!({"type": "chat", "chat": {"comment": c}}));
             self.deliver_room(room, &frame, None, |r| {
-                r.kind != ClientKind::Virtual && r.has_feature(hpb_proto::features::CLIENT_CHAT_RELAY)
+                r.kind != ClientKind::Virtual
+                    && r.has_feature(hpb_proto::features::CLIENT_CHAT_RELAY)
             });
         }
     }

@@ -71,7 +71,9 @@ pub enum LookupError {
         "the Nextcloud URL {0} uses http, but its backend is configured with https: fix the URL in Nextcloud's settings or configure the backend URL with http"
     )]
     SchemeMismatch(String),
-    #[error("the Nextcloud URL {0} uses http; set [backend] allowhttp = true to accept plain http Nextcloud URLs")]
+    #[error(
+        "the Nextcloud URL {0} uses http; set [backend] allowhttp = true to accept plain http Nextcloud URLs"
+    )]
     HttpNotAllowed(String),
 }
 
@@ -107,25 +109,33 @@ impl Backends {
                 })
             })
             .collect();
-        let compat = cfg.common.as_ref().filter(|c| c.allow_all || !c.allowed_hosts.is_empty()).map(|c| {
-            (
-                Arc::new(Backend {
-                    id: COMPAT_ID.to_string(),
-                    urls: Vec::new(),
-                    secret: c.secret.clone(),
-                    session_limit: c.session_limit,
-                    max_stream_bitrate: c.max_stream_bitrate,
-                    max_screen_bitrate: c.max_screen_bitrate,
-                    compat: true,
-                    sessions: AtomicU64::new(0),
-                }),
-                CompatRules {
-                    allow_all: c.allow_all,
-                    hosts: c.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                    allow_http: c.allow_http,
-                },
-            )
-        });
+        let compat = cfg
+            .common
+            .as_ref()
+            .filter(|c| c.allow_all || !c.allowed_hosts.is_empty())
+            .map(|c| {
+                (
+                    Arc::new(Backend {
+                        id: COMPAT_ID.to_string(),
+                        urls: Vec::new(),
+                        secret: c.secret.clone(),
+                        session_limit: c.session_limit,
+                        max_stream_bitrate: c.max_stream_bitrate,
+                        max_screen_bitrate: c.max_screen_bitrate,
+                        compat: true,
+                        sessions: AtomicU64::new(0),
+                    }),
+                    CompatRules {
+                        allow_all: c.allow_all,
+                        hosts: c
+                            .allowed_hosts
+                            .iter()
+                            .map(|h| h.to_ascii_lowercase())
+                            .collect(),
+                        allow_http: c.allow_http,
+                    },
+                )
+            });
         Self { list, compat }
     }
 
@@ -146,7 +156,9 @@ impl Backends {
                     && u.port() == url.port()
                     && url.path().starts_with(u.path())
                 {
-                    if u.scheme() == url.scheme() || (u.scheme() == "http" && url.scheme() == "https") {
+                    if u.scheme() == url.scheme()
+                        || (u.scheme() == "http" && url.scheme() == "https")
+                    {
                         return Ok(b.clone());
                     }
                     scheme_mismatch = true;
@@ -158,7 +170,7 @@ impl Backends {
         }
         if let Some((b, rules)) = &self.compat {
             let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-            if rules.allow_all || rules.hosts.iter().any(|h| *h == host) {
+            if rules.allow_all || rules.hosts.contains(&host) {
                 if url.scheme() == "http" && !rules.allow_http {
                     return Err(LookupError::HttpNotAllowed(url.to_string()));
                 }
@@ -203,7 +215,10 @@ mod tests {
         let other = Url::parse("https://cloud.example.com/other/").expect("url");
         assert!(matches!(b.lookup(&other), Err(LookupError::Unknown(_))));
         let http = Url::parse("http://cloud.example.com/nc/").expect("url");
-        assert!(matches!(b.lookup(&http), Err(LookupError::SchemeMismatch(_))));
+        assert!(matches!(
+            b.lookup(&http),
+            Err(LookupError::SchemeMismatch(_))
+        ));
     }
 
     #[test]
@@ -222,7 +237,10 @@ mod tests {
         let u = Url::parse("https://any.example.org/").expect("url");
         assert_eq!(b.lookup(&u).expect("compat").id, COMPAT_ID);
         let http = Url::parse("http://any.example.org/").expect("url");
-        assert!(matches!(b.lookup(&http), Err(LookupError::HttpNotAllowed(_))));
+        assert!(matches!(
+            b.lookup(&http),
+            Err(LookupError::HttpNotAllowed(_))
+        ));
         let one = b.by_id("one").expect("one");
         assert!(one.try_add_session());
         assert!(!one.try_add_session());

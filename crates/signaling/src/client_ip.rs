@@ -27,7 +27,9 @@ pub fn client_ip(trusted_proxies: &[IpNet], peer: IpAddr, headers: &HeaderMap) -
     }
     if let Some(xff) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         for hop in xff.rsplit(',') {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else { break };
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                break;
+            };
             if !trusted(trusted_proxies, ip) {
                 return ip;
             }
@@ -45,10 +47,16 @@ mod tests {
     fn headers_only_from_trusted_peers() {
         let list = default_trusted_proxies();
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.2".parse().expect("header"));
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 10.0.0.2".parse().expect("header"),
+        );
         let proxy: IpAddr = "127.0.0.1".parse().expect("ip");
         let outsider: IpAddr = "198.51.100.1".parse().expect("ip");
-        assert_eq!(client_ip(&list, proxy, &h), "203.0.113.9".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            client_ip(&list, proxy, &h),
+            "203.0.113.9".parse::<IpAddr>().expect("ip")
+        );
         assert_eq!(client_ip(&list, outsider, &h), outsider);
     }
 }

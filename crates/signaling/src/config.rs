@@ -165,7 +165,13 @@ fn nets(list: &[&str]) -> Vec<IpNet> {
 
 /// Upstream's default trusted proxies: loopback and RFC 1918.
 pub fn default_trusted_proxies() -> Vec<IpNet> {
-    nets(&["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+    nets(&[
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ])
 }
 
 /// Upstream's default stats allow-list: loopback.

@@ -29,7 +29,9 @@ pub struct FederationLink {
 impl FederationLink {
     /// Forward a client frame to the remote server.
     pub fn forward(&self, local_id: &str, text: &str) {
-        let Ok(mut v) = serde_json::from_str::<Value>(text) else { return };
+        let Ok(mut v) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
         rewrite(&mut v, local_id, &self.remote_session_id, None);
         let _ = self.tx.send(Message::Text(v.to_string().into()));
     }
@@ -39,7 +41,9 @@ impl FederationLink {
         let mut c = self.closed.lock();
         if !*c {
             *c = true;
-            let _ = self.tx.send(Message::Text(json!({"type": "bye", "bye": {}}).to_string().into()));
+            let _ = self.tx.send(Message::Text(
+                json!({"type": "bye", "bye": {}}).to_string().into(),
+            ));
             let _ = self.tx.send(Message::Close(None));
         }
     }
@@ -52,7 +56,8 @@ fn rewrite(v: &mut Value, from: &str, to: &str, rooms: Option<(&str, &str)>) {
         Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, from, to, rooms)),
         Value::Object(m) => {
             for (k, x) in m.iter_mut() {
-                if let (Some((remote, local)), "roomid", Value::String(s)) = (rooms, k.as_str(), &*x)
+                if let (Some((remote, local)), "roomid", Value::String(s)) =
+                    (rooms, k.as_str(), &*x)
                     && s == remote
                 {
                     *x = Value::String(local.to_string());
@@ -74,9 +79,15 @@ fn ws_url(signaling: &str) -> Result<String, String> {
     } else if base.starts_with("ws://") || base.starts_with("wss://") {
         base.to_string()
     } else {
-        return Err(format!("federation signaling URL \"{signaling}\" must start with http(s):// or ws(s)://"));
+        return Err(format!(
+            "federation signaling URL \"{signaling}\" must start with http(s):// or ws(s)://"
+        ));
     };
-    Ok(if base.ends_with('/') { format!("{base}spreed") } else { format!("{base}/spreed") })
+    Ok(if base.ends_with('/') {
+        format!("{base}spreed")
+    } else {
+        format!("{base}/spreed")
+    })
 }
 
 fn network_error(msg: String) -> Refusal {
@@ -88,16 +99,22 @@ fn network_error(msg: String) -> Refusal {
     }
 }
 
-type Remote = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Remote =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn next_json(ws: &mut Remote) -> Result<Value, Refusal> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(t.as_str()).map_err(|e| network_error(format!("remote sent invalid JSON: {e}")));
+                return serde_json::from_str(t.as_str())
+                    .map_err(|e| network_error(format!("remote sent invalid JSON: {e}")));
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(other)) => return Err(network_error(format!("unexpected frame from remote: {other:?}"))),
+            Some(Ok(other)) => {
+                return Err(network_error(format!(
+                    "unexpected frame from remote: {other:?}"
+                )));
+            }
             Some(Err(e)) => return Err(network_error(e.to_string())),
             None => return Err(network_error("the remote closed the connection".into())),
         }
@@ -105,8 +122,14 @@ async fn next_json(ws: &mut Remote) -> Result<Value, Refusal> {
 }
 
 fn remote_error(v: &Value) -> Refusal {
-    let code = v.pointer("/error/code").and_then(Value::as_str).unwrap_or("federation_error");
-    let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
+    let code = v
+        .pointer("/error/code")
+        .and_then(Value::as_str)
+        .unwrap_or("federation_error");
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let details = json!({"code": code, "message": message});
     Refusal {
         code: match code {
@@ -114,7 +137,9 @@ fn remote_error(v: &Value) -> Refusal {
             "federation_unsupported" => ErrorCode::FederationUnsupported,
             _ => ErrorCode::FederationError,
         },
-        message: format!("the remote signaling server refused the federated join: {code}: {message}"),
+        message: format!(
+            "the remote signaling server refused the federated join: {code}: {message}"
+        ),
         details: serde_json::value::to_raw_value(&details).ok(),
     }
 }
@@ -130,10 +155,16 @@ impl Hub {
     ) -> Result<(Arc<FederationLink>, Value), Refusal> {
         let url = ws_url(&f.signaling).map_err(|m| Refusal::new(ErrorCode::FederationError, m))?;
         let timeout = self.cfg.federation.timeout;
-        let (mut ws, resp) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str()))
-            .await
-            .map_err(|_| network_error(format!("no connection to {url} within {} s ([federation] timeout)", timeout.as_secs())))?
-            .map_err(|e| network_error(format!("{url}: {e}")))?;
+        let (mut ws, resp) =
+            tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str()))
+                .await
+                .map_err(|_| {
+                    network_error(format!(
+                        "no connection to {url} within {} s ([federation] timeout)",
+                        timeout.as_secs()
+                    ))
+                })?
+                .map_err(|e| network_error(format!("{url}: {e}")))?;
         let features = resp
             .headers()
             .get(hpb_proto::checksum::HEADER_FEATURES)
@@ -149,19 +180,33 @@ impl Hub {
         let step = async {
             let welcome = next_json(&mut ws).await?;
             if welcome["type"] != "welcome" {
-                return Err(network_error(format!("expected a welcome from the remote, got {welcome}")));
+                return Err(network_error(format!(
+                    "expected a welcome from the remote, got {welcome}"
+                )));
             }
             let hello = json!({"id": "1", "type": "hello", "hello": {"version": "2.0",
                 "auth": {"type": "federation", "url": f.url, "params": {"token": f.token}}}});
-            ws.send(Message::Text(hello.to_string().into())).await.map_err(|e| network_error(e.to_string()))?;
+            ws.send(Message::Text(hello.to_string().into()))
+                .await
+                .map_err(|e| network_error(e.to_string()))?;
             let reply = next_json(&mut ws).await?;
             if reply["type"] != "hello" {
                 return Err(remote_error(&reply));
             }
-            let remote_id = reply.pointer("/hello/sessionid").and_then(Value::as_str).unwrap_or_default().to_string();
-            let remote_room = if f.roomid.is_empty() { local_room.to_string() } else { f.roomid.clone() };
+            let remote_id = reply
+                .pointer("/hello/sessionid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let remote_room = if f.roomid.is_empty() {
+                local_room.to_string()
+            } else {
+                f.roomid.clone()
+            };
             let join = json!({"id": "2", "type": "room", "room": {"roomid": remote_room, "sessionid": room_session_id}});
-            ws.send(Message::Text(join.to_string().into())).await.map_err(|e| network_error(e.to_string()))?;
+            ws.send(Message::Text(join.to_string().into()))
+                .await
+                .map_err(|e| network_error(e.to_string()))?;
             // Frames may arrive before the room reply (events); keep them for after it.
             let mut early = Vec::new();
             loop {
@@ -175,9 +220,13 @@ impl Hub {
                 early.push(v);
             }
         };
-        let (remote_id, remote_room, mut room_reply, early) = tokio::time::timeout(timeout, step)
-            .await
-            .map_err(|_| network_error(format!("the remote at {url} did not complete hello and join within {} s", timeout.as_secs())))??;
+        let (remote_id, remote_room, mut room_reply, early) =
+            tokio::time::timeout(timeout, step).await.map_err(|_| {
+                network_error(format!(
+                    "the remote at {url} did not complete hello and join within {} s",
+                    timeout.as_secs()
+                ))
+            })??;
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let link = Arc::new(FederationLink {
             remote_session_id: remote_id.clone(),
@@ -186,7 +235,12 @@ impl Hub {
             tx,
             closed: Mutex::new(false),
         });
-        rewrite(&mut room_reply, &remote_id, &s.public_id, Some((&remote_room, local_room)));
+        rewrite(
+            &mut room_reply,
+            &remote_id,
+            &s.public_id,
+            Some((&remote_room, local_room)),
+        );
         let (mut sink, mut stream) = ws.split();
         tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
@@ -202,7 +256,12 @@ impl Hub {
         let local_room = local_room.to_string();
         tokio::spawn(async move {
             let deliver = |mut v: Value| {
-                rewrite(&mut v, &link2.remote_session_id, &session.public_id, Some((&link2.remote_room, &local_room)));
+                rewrite(
+                    &mut v,
+                    &link2.remote_session_id,
+                    &session.public_id,
+                    Some((&link2.remote_room, &local_room)),
+                );
                 hub.deliver(&session, &v.to_string().into());
             };
             for v in early {
@@ -246,8 +305,14 @@ mod tests {
 
     #[test]
     fn builds_ws_urls() {
-        assert_eq!(ws_url("https://a.example/standalone-signaling/").ok(), Some("wss://a.example/standalone-signaling/spreed".into()));
-        assert_eq!(ws_url("http://127.0.0.1:9/").ok(), Some("ws://127.0.0.1:9/spreed".into()));
+        assert_eq!(
+            ws_url("https://a.example/standalone-signaling/").ok(),
+            Some("wss://a.example/standalone-signaling/spreed".into())
+        );
+        assert_eq!(
+            ws_url("http://127.0.0.1:9/").ok(),
+            Some("ws://127.0.0.1:9/spreed".into())
+        );
         assert!(ws_url("ftp://x").is_err());
     }
 
@@ -255,6 +320,9 @@ mod tests {
     fn rewrites_ids_and_rooms() {
         let mut v = json!({"type":"event","event":{"join":[{"sessionid":"R"}],"roomid":"remote"}});
         rewrite(&mut v, "R", "L", Some(("remote", "local")));
-        assert_eq!(v, json!({"type":"event","event":{"join":[{"sessionid":"L"}],"roomid":"local"}}));
+        assert_eq!(
+            v,
+            json!({"type":"event","event":{"join":[{"sessionid":"L"}],"roomid":"local"}})
+        );
     }
 }

@@ -35,9 +35,16 @@ fn backend_refusal(e: crate::backends::LookupError) -> Refusal {
 
 impl Hub {
     /// Handle a hello on a connection without a session. Returns the new session.
-    pub async fn handle_hello(self: &Arc<Self>, conn: &Conn, id: Option<&str>, hello: Hello) -> Option<Arc<Session>> {
+    pub async fn handle_hello(
+        self: &Arc<Self>,
+        conn: &Conn,
+        id: Option<&str>,
+        hello: Hello,
+    ) -> Option<Arc<Session>> {
         let result = match hello.kind {
-            HelloKind::Resume { resume_id } => return self.resume(conn, id, hello.version, &resume_id).await,
+            HelloKind::Resume { resume_id } => {
+                return self.resume(conn, id, hello.version, &resume_id).await;
+            }
             HelloKind::Client { url, params } => match hello.version {
                 HelloVersion::V1 => self.auth_v1(&url, &params).await,
                 HelloVersion::V2 => self.auth_v2(&url, &params, ClientKind::Client).await,
@@ -69,7 +76,10 @@ impl Hub {
         }
         let (sid, public_id, private_id) = self.new_ids(&ident.backend.id);
         let in_call = if ident.kind == ClientKind::Internal
-            && !hello.features.iter().any(|f| f == hpb_proto::features::CLIENT_INTERNAL_INCALL)
+            && !hello
+                .features
+                .iter()
+                .any(|f| f == hpb_proto::features::CLIENT_INTERNAL_INCALL)
         {
             3
         } else {
@@ -125,9 +135,22 @@ impl Hub {
         let backend = self.backends.lookup(url).map_err(backend_refusal)?;
         let reply = self
             .nextcloud
-            .request(&backend, url, "auth", &AuthRequest { version: VERSION, params })
+            .request(
+                &backend,
+                url,
+                "auth",
+                &AuthRequest {
+                    version: VERSION,
+                    params,
+                },
+            )
             .await
-            .map_err(|e| Refusal::new(ErrorCode::InternalError, format!("could not check the hello with Nextcloud: {e}")))?;
+            .map_err(|e| {
+                Refusal::new(
+                    ErrorCode::InternalError,
+                    format!("could not check the hello with Nextcloud: {e}"),
+                )
+            })?;
         match (reply.kind.as_str(), reply.auth, reply.error) {
             ("auth", Some(a), _) => Ok(Identity {
                 kind: ClientKind::Client,
@@ -144,23 +167,41 @@ impl Hub {
             }),
             (other, _, _) => Err(Refusal::new(
                 ErrorCode::AuthFailed,
-                format!("Nextcloud answered the authentication with an unexpected reply of type \"{other}\""),
+                format!(
+                    "Nextcloud answered the authentication with an unexpected reply of type \"{other}\""
+                ),
             )),
         }
     }
 
-    async fn verify_token(&self, url: &Url, params: &RawValue) -> Result<crate::jwt::Claims, Refusal> {
-        let p: TokenParams = serde_json::from_str(params.get())
-            .map_err(|e| Refusal::new(ErrorCode::InvalidFormat, format!("hello v2 params must be {{\"token\": \"<JWT>\"}}: {e}")))?;
+    async fn verify_token(
+        &self,
+        url: &Url,
+        params: &RawValue,
+    ) -> Result<crate::jwt::Claims, Refusal> {
+        let p: TokenParams = serde_json::from_str(params.get()).map_err(|e| {
+            Refusal::new(
+                ErrorCode::InvalidFormat,
+                format!("hello v2 params must be {{\"token\": \"<JWT>\"}}: {e}"),
+            )
+        })?;
         if p.token.is_empty() {
-            return Err(Refusal::new(ErrorCode::InvalidToken, "hello v2 needs \"auth.params.token\""));
+            return Err(Refusal::new(
+                ErrorCode::InvalidToken,
+                "hello v2 needs \"auth.params.token\"",
+            ));
         }
         let fetch_key = || async {
             self.nextcloud
                 .capabilities(url)
                 .await
                 .map(|c| c.hello_v2_token_key.clone())
-                .map_err(|e| Refusal::new(ErrorCode::InvalidToken, format!("could not get the hello-v2 key from Nextcloud: {e}")))
+                .map_err(|e| {
+                    Refusal::new(
+                        ErrorCode::InvalidToken,
+                        format!("could not get the hello-v2 key from Nextcloud: {e}"),
+                    )
+                })
         };
         let mut key = fetch_key().await?;
         if key.is_none() && self.nextcloud.invalidate_capabilities(url).await {
@@ -169,13 +210,20 @@ impl Hub {
         let Some(key) = key else {
             return Err(Refusal::new(
                 ErrorCode::InvalidToken,
-                format!("Nextcloud at {url} publishes no hello-v2-token-key in its Talk capabilities"),
+                format!(
+                    "Nextcloud at {url} publishes no hello-v2-token-key in its Talk capabilities"
+                ),
             ));
         };
         crate::jwt::verify(&p.token, &key, unix_now()).map_err(|e| Refusal::new(e.code, e.message))
     }
 
-    async fn auth_v2(&self, url: &Url, params: &RawValue, kind: ClientKind) -> Result<Identity, Refusal> {
+    async fn auth_v2(
+        &self,
+        url: &Url,
+        params: &RawValue,
+        kind: ClientKind,
+    ) -> Result<Identity, Refusal> {
         let backend = self.backends.lookup(url).map_err(backend_refusal)?;
         let claims = self.verify_token(url, params).await?;
         Ok(Identity {
@@ -191,12 +239,17 @@ impl Hub {
     async fn auth_federation(&self, url: &Url, params: &RawValue) -> Result<Identity, Refusal> {
         let backend = self.backends.lookup(url).map_err(backend_refusal)?;
         let caps = self.nextcloud.capabilities(url).await.map_err(|e| {
-            Refusal::new(ErrorCode::FederationUnsupported, format!("could not get Talk's capabilities: {e}"))
+            Refusal::new(
+                ErrorCode::FederationUnsupported,
+                format!("could not get Talk's capabilities: {e}"),
+            )
         })?;
         if !caps.has("federation-v2") {
             return Err(Refusal::new(
                 ErrorCode::FederationUnsupported,
-                format!("Nextcloud at {url} does not support federation (no federation-v2 capability)"),
+                format!(
+                    "Nextcloud at {url} does not support federation (no federation-v2 capability)"
+                ),
             ));
         }
         let claims = self.verify_token(url, params).await?;
@@ -238,14 +291,21 @@ impl Hub {
             let delay = self.throttle.record_failure(conn.ip, Action::HelloInternal);
             tokio::time::sleep(delay).await;
             let why = if p.random.len() < checksum::MIN_RANDOM_LEN {
-                format!("the internal hello random must have at least {} characters", checksum::MIN_RANDOM_LEN)
+                format!(
+                    "the internal hello random must have at least {} characters",
+                    checksum::MIN_RANDOM_LEN
+                )
             } else {
                 "the internal hello token does not match: the client's internal secret differs from [clients] internalsecret".to_string()
             };
             return Err(Refusal::new(ErrorCode::InvalidToken, why));
         }
-        let url = hpb_proto::backend_url::canonical(&p.backend)
-            .map_err(|e| Refusal::new(ErrorCode::InvalidBackend, format!("internal hello backend: {e}")))?;
+        let url = hpb_proto::backend_url::canonical(&p.backend).map_err(|e| {
+            Refusal::new(
+                ErrorCode::InvalidBackend,
+                format!("internal hello backend: {e}"),
+            )
+        })?;
         let backend = self.backends.lookup(&url).map_err(backend_refusal)?;
         Ok(Identity {
             kind: ClientKind::Internal,
@@ -257,18 +317,36 @@ impl Hub {
         })
     }
 
-    async fn resume(self: &Arc<Self>, conn: &Conn, id: Option<&str>, version: HelloVersion, resume_id: &str) -> Option<Arc<Session>> {
+    async fn resume(
+        self: &Arc<Self>,
+        conn: &Conn,
+        id: Option<&str>,
+        version: HelloVersion,
+        resume_id: &str,
+    ) -> Option<Arc<Session>> {
         if self.throttle.is_blocked(conn.ip, Action::HelloResume) {
-            conn.error(id, ErrorCode::TooManyRequests, "too many failed resume attempts from this address; wait before retrying", None);
+            conn.error(
+                id,
+                ErrorCode::TooManyRequests,
+                "too many failed resume attempts from this address; wait before retrying",
+                None,
+            );
             return None;
         }
         let data = match self.codec.decode_private(resume_id) {
             Ok(d) => d,
             Err(e) => {
-                self.counters.resume_failed_total.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .resume_failed_total
+                    .fetch_add(1, Ordering::Relaxed);
                 let delay = self.throttle.record_failure(conn.ip, Action::HelloResume);
                 tokio::time::sleep(delay).await;
-                conn.error(id, ErrorCode::NoSuchSession, &format!("the resume id is not valid ({e}); send a new hello"), None);
+                conn.error(
+                    id,
+                    ErrorCode::NoSuchSession,
+                    &format!("the resume id is not valid ({e}); send a new hello"),
+                    None,
+                );
                 return None;
             }
         };
@@ -279,7 +357,9 @@ impl Hub {
             .filter(|s| *s.private_id == *resume_id)
             .cloned();
         let Some(s) = session.filter(|s| !s.state.lock().closed) else {
-            self.counters.resume_failed_total.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .resume_failed_total
+                .fetch_add(1, Ordering::Relaxed);
             conn.error(
                 id,
                 ErrorCode::NoSuchSession,
@@ -307,13 +387,25 @@ impl Hub {
             }
         };
         if let Some(o) = previous {
-            let bye = server::frame(None, "bye", Some(&hpb_proto::server::Bye { reason: "session_resumed" }));
+            let bye = server::frame(
+                None,
+                "bye",
+                Some(&hpb_proto::server::Bye {
+                    reason: "session_resumed",
+                }),
+            );
             o.close_with(
                 Some(bye.into()),
-                crate::outbox::CloseRequest { code: 1000, reason: "session resumed on another connection".into() },
+                crate::outbox::CloseRequest {
+                    code: 1000,
+                    reason: "session resumed on another connection".into(),
+                },
             );
         }
-        let had_participants = pending.iter().any(|f| f.as_str().contains(r#""target":"participants","type":"update""#));
+        let had_participants = pending.iter().any(|f| {
+            f.as_str()
+                .contains(r#""target":"participants","type":"update""#)
+        });
         conn.outbox.push_all(pending);
         if !had_participants && let Some(room) = s.room() {
             self.send_participants_snapshot(&room, &s);

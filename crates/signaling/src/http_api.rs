@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -23,7 +23,10 @@ const TURN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub async fn signaling_headers(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("nextcloud-spreed-signaling/{}", hpb_proto::COMPAT_VERSION)) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "nextcloud-spreed-signaling/{}",
+        hpb_proto::COMPAT_VERSION
+    )) {
         h.insert(header::SERVER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&hpb_proto::features::header_value(&hub.client_features)) {
@@ -35,12 +38,15 @@ pub async fn signaling_headers(State(hub): State<Arc<Hub>>, req: Request, next: 
 pub async fn welcome() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        format!("{}\n", json!({"nextcloud-spreed-signaling": "Welcome", "version": hpb_proto::COMPAT_VERSION})),
+        format!(
+            "{}\n",
+            json!({"nextcloud-spreed-signaling": "Welcome", "version": hpb_proto::COMPAT_VERSION})
+        ),
     )
         .into_response()
 }
 
-fn stats_allowed(hub: &Hub, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
+fn stats_allowed(hub: &Hub, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let ip = client_ip(&hub.cfg.trusted_proxies, peer.ip(), headers);
     let ip = match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
@@ -54,20 +60,29 @@ fn stats_allowed(hub: &Hub, peer: SocketAddr, headers: &HeaderMap) -> Result<(),
             StatusCode::FORBIDDEN,
             format!("Authentication check failed: {ip} is not in [stats] allowed_ips\n"),
         )
-            .into_response())
+            .into_response()
+            .into())
     }
 }
 
-pub async fn stats(State(hub): State<Arc<Hub>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+pub async fn stats(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = stats_allowed(&hub, peer, &headers) {
-        return r;
+        return *r;
     }
     Json(json!({"rooms": hub.room_count(), "sessions": hub.session_count()})).into_response()
 }
 
-pub async fn serverinfo(State(hub): State<Arc<Hub>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+pub async fn serverinfo(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = stats_allowed(&hub, peer, &headers) {
-        return r;
+        return *r;
     }
     Json(json!({
         "version": hpb_proto::COMPAT_VERSION,
@@ -92,19 +107,43 @@ pub struct TurnQuery {
 pub async fn turn_credentials(State(hub): State<Arc<Hub>>, Query(q): Query<TurnQuery>) -> Response {
     let key = if q.key.is_empty() { q.api } else { q.key };
     if q.service != "turn" || key.is_empty() {
-        return (StatusCode::BAD_REQUEST, "Invalid service or missing key: use ?service=turn&key=<[turn] apikey>\n").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "Invalid service or missing key: use ?service=turn&key=<[turn] apikey>\n",
+        )
+            .into_response();
     }
     let Some(turn) = &hub.cfg.turn else {
-        return (StatusCode::NOT_FOUND, "No TURN servers available: configure [turn] apikey, secret and servers\n").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "No TURN servers available: configure [turn] apikey, secret and servers\n",
+        )
+            .into_response();
     };
     if !constant_eq(key.as_bytes(), turn.api_key.as_bytes()) {
-        return (StatusCode::FORBIDDEN, "Invalid key: it differs from [turn] apikey\n").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "Invalid key: it differs from [turn] apikey\n",
+        )
+            .into_response();
     }
     if turn.servers.is_empty() {
-        return (StatusCode::NOT_FOUND, "No TURN servers available: [turn] servers is empty\n").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "No TURN servers available: [turn] servers is empty\n",
+        )
+            .into_response();
     }
-    let expiry = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d + TURN_TTL).map(|d| d.as_secs()).unwrap_or(0);
-    let user = if q.username.is_empty() { hpb_proto::checksum::random_hex(32) } else { q.username };
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d + TURN_TTL)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let user = if q.username.is_empty() {
+        hpb_proto::checksum::random_hex(32)
+    } else {
+        q.username
+    };
     let username = hpb_proto::turn_credentials::username(expiry, &user);
     let password = hpb_proto::turn_credentials::password(&turn.secret, &username);
     Json(json!({"username": username, "password": password, "ttl": TURN_TTL.as_secs(), "uris": turn.servers})).into_response()

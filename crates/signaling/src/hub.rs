@@ -58,8 +58,12 @@ impl CloseReason {
             CloseReason::SlowClient => format!(
                 "client too slow: more than {limit} frames were waiting to be sent ([limits] max_queued_messages); reconnect with a new hello"
             ),
-            CloseReason::RoomJoinTimeout => "anonymous sessions must join a room within the room join timeout".into(),
-            CloseReason::RoomSessionReconnected => "the Talk session reconnected on another signaling connection".into(),
+            CloseReason::RoomJoinTimeout => {
+                "anonymous sessions must join a room within the room join timeout".into()
+            }
+            CloseReason::RoomSessionReconnected => {
+                "the Talk session reconnected on another signaling connection".into()
+            }
             CloseReason::Disinvited => "removed from the room".into(),
             other => format!("{other:?}").to_lowercase(),
         }
@@ -91,12 +95,17 @@ pub struct Hub {
     next_sid: AtomicU64,
     pub(crate) sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     pub(crate) by_sid: RwLock<HashMap<u64, Arc<Session>>>,
-    pub(crate) users: Mutex<HashMap<(String, Arc<str>), Vec<Arc<Session>>>>,
-    pub(crate) room_sessions: Mutex<HashMap<(String, Arc<str>), Arc<Session>>>,
+    pub(crate) users: Mutex<HashMap<BackendScoped, Vec<Arc<Session>>>>,
+    pub(crate) room_sessions: Mutex<HashMap<BackendScoped, Arc<Session>>>,
     pub(crate) rooms: Mutex<HashMap<RoomKey, Arc<Room>>>,
     /// Virtual sessions by (owner public id, id chosen by the internal client).
-    pub(crate) virtuals: Mutex<HashMap<(Arc<str>, String), Arc<Session>>>,
+    pub(crate) virtuals: Mutex<HashMap<VirtualKey, Arc<Session>>>,
 }
+
+/// A key scoped to one backend: (backend id, user id or Talk room session id).
+pub(crate) type BackendScoped = (String, Arc<str>);
+/// A virtual session's key: (owner public id, id chosen by the internal client).
+pub(crate) type VirtualKey = (Arc<str>, String);
 
 /// Unix time in seconds.
 pub fn unix_now() -> i64 {
@@ -115,8 +124,10 @@ fn unix_micros() -> i64 {
 
 impl Hub {
     pub fn new(cfg: SignalingConfig, codec: SessionIdCodec, nextcloud: Nextcloud) -> Self {
-        let client_features = hpb_proto::features::merged(hpb_proto::features::CLIENT_FEATURES, &[]);
-        let internal_features = hpb_proto::features::merged(hpb_proto::features::INTERNAL_FEATURES, &[]);
+        let client_features =
+            hpb_proto::features::merged(hpb_proto::features::CLIENT_FEATURES, &[]);
+        let internal_features =
+            hpb_proto::features::merged(hpb_proto::features::INTERNAL_FEATURES, &[]);
         let welcome_features = hpb_proto::features::merged(&client_features, &internal_features);
         Self {
             backends: Backends::new(&cfg),
@@ -146,7 +157,11 @@ impl Hub {
             created: unix_micros(),
             backend_id: backend_id.to_string(),
         };
-        (sid, self.codec.encode_public(&data), self.codec.encode_private(&data))
+        (
+            sid,
+            self.codec.encode_public(&data),
+            self.codec.encode_private(&data),
+        )
     }
 
     pub fn session(&self, public_id: &str) -> Option<Arc<Session>> {
@@ -270,14 +285,19 @@ impl Hub {
             st.closed = true;
         }
         if reason == CloseReason::SlowClient {
-            self.counters.slow_client_disconnects.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .slow_client_disconnects
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(session = %s.public_id, backend = %s.backend.id, "disconnecting a client that does not read its messages");
         }
         // Close the connection first so nothing after the bye reaches it.
         let old = std::mem::replace(&mut *s.delivery.lock(), Delivery::Closed);
         if let Delivery::Connected(outbox) = old {
             let text = reason.close_text(self.cfg.limits.max_queued_messages);
-            let close = CloseRequest { code: 1000, reason: text };
+            let close = CloseRequest {
+                code: 1000,
+                reason: text,
+            };
             match reason.bye_reason() {
                 Some(r) if reason == CloseReason::SlowClient => {
                     // The queue is full: drop it and say why.
@@ -302,7 +322,11 @@ impl Hub {
         if s.kind == ClientKind::Internal {
             let owned: Vec<Arc<Session>> = {
                 let mut v = self.virtuals.lock();
-                let keys: Vec<_> = v.keys().filter(|(o, _)| *o == s.public_id).cloned().collect();
+                let keys: Vec<_> = v
+                    .keys()
+                    .filter(|(o, _)| *o == s.public_id)
+                    .cloned()
+                    .collect();
                 keys.into_iter().filter_map(|k| v.remove(&k)).collect()
             };
             for vs in owned {
@@ -356,7 +380,9 @@ impl Hub {
         let mut join_timeouts = Vec::new();
         for s in self.sessions.read().values() {
             match &*s.delivery.lock() {
-                Delivery::Offline { since, .. } if now.duration_since(*since) >= limits.resume_window => {
+                Delivery::Offline { since, .. }
+                    if now.duration_since(*since) >= limits.resume_window =>
+                {
                     expired.push(s.clone());
                     continue;
                 }

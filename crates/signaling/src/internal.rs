@@ -15,7 +15,13 @@ use crate::session::{ClientKind, Delivery, NewSession, Session};
 use crate::ws::Conn;
 
 impl Hub {
-    pub async fn handle_internal(self: &Arc<Self>, conn: &Conn, s: &Arc<Session>, id: Option<&str>, m: InternalMessage) {
+    pub async fn handle_internal(
+        self: &Arc<Self>,
+        conn: &Conn,
+        s: &Arc<Session>,
+        id: Option<&str>,
+        m: InternalMessage,
+    ) {
         if s.kind != ClientKind::Internal {
             return;
         }
@@ -26,7 +32,12 @@ impl Hub {
                 }
             }
             InternalMessage::UpdateSession(u) => {
-                let Some(v) = self.virtuals.lock().get(&(s.public_id.clone(), u.sessionid.clone())).cloned() else {
+                let Some(v) = self
+                    .virtuals
+                    .lock()
+                    .get(&(s.public_id.clone(), u.sessionid.clone()))
+                    .cloned()
+                else {
                     return;
                 };
                 let (flags_changed, incall_changed) = {
@@ -53,7 +64,10 @@ impl Hub {
                 }
             }
             InternalMessage::RemoveSession(r) => {
-                let v = self.virtuals.lock().remove(&(s.public_id.clone(), r.sessionid.clone()));
+                let v = self
+                    .virtuals
+                    .lock()
+                    .remove(&(s.public_id.clone(), r.sessionid.clone()));
                 if let Some(v) = v {
                     let room_id = v.room().map(|r| r.id.clone()).unwrap_or(r.roomid.clone());
                     self.close_session(&v, CloseReason::Removed).await;
@@ -74,19 +88,38 @@ impl Hub {
         }
     }
 
-    async fn add_virtual(self: &Arc<Self>, owner: &Arc<Session>, a: AddSession) -> Result<(), String> {
-        let Some(room) = owner.room().filter(|r| r.id == a.roomid).or_else(|| self.room(&owner.backend.id, &a.roomid)) else {
-            return Err(format!("room {} has no sessions on this server; the internal client must join it first", a.roomid));
+    async fn add_virtual(
+        self: &Arc<Self>,
+        owner: &Arc<Session>,
+        a: AddSession,
+    ) -> Result<(), String> {
+        let Some(room) = owner
+            .room()
+            .filter(|r| r.id == a.roomid)
+            .or_else(|| self.room(&owner.backend.id, &a.roomid))
+        else {
+            return Err(format!(
+                "room {} has no sessions on this server; the internal client must join it first",
+                a.roomid
+            ));
         };
         let key = (owner.public_id.clone(), a.sessionid.clone());
         if self.virtuals.lock().contains_key(&key) {
             return Ok(());
         }
         let (sid, public_id, private_id) = self.new_ids(&owner.backend.id);
-        let in_call = a
-            .incall
-            .unwrap_or(if owner.has_feature(hpb_proto::features::CLIENT_INTERNAL_INCALL) { 0 } else { 9 });
-        let actor = a.options.as_ref().filter(|o| !o.actor_id.is_empty() && !o.actor_type.is_empty()).map(|o| (o.actor_id.clone(), o.actor_type.clone()));
+        let in_call = a.incall.unwrap_or(
+            if owner.has_feature(hpb_proto::features::CLIENT_INTERNAL_INCALL) {
+                0
+            } else {
+                9
+            },
+        );
+        let actor = a
+            .options
+            .as_ref()
+            .filter(|o| !o.actor_id.is_empty() && !o.actor_type.is_empty())
+            .map(|o| (o.actor_id.clone(), o.actor_type.clone()));
         let v = Arc::new(Session::new(NewSession {
             sid,
             public_id,
@@ -109,7 +142,10 @@ impl Hub {
         self.register(&v);
         self.virtuals.lock().insert(key, v.clone());
         v.state.lock().room = Some(room.clone());
-        room.state.lock().members.insert(v.public_id.clone(), v.clone());
+        room.state
+            .lock()
+            .members
+            .insert(v.public_id.clone(), v.clone());
         self.publish_join(&room, &v);
         let payload = json!({"roomid": room.id, "sessionid": &*v.public_id, "flags": a.flags});
         let frame = server::event("participants", "flags", &payload).into();
@@ -119,7 +155,12 @@ impl Hub {
     }
 
     /// Tell Nextcloud about a virtual session (actor-based room join/leave, or session add/remove).
-    async fn announce_virtual(&self, v: &Session, room_id: &str, action: &str) -> Result<(), String> {
+    async fn announce_virtual(
+        &self,
+        v: &Session,
+        room_id: &str,
+        action: &str,
+    ) -> Result<(), String> {
         let user = v.user_id();
         let result = if let Some((actor_id, actor_type)) = &v.actor {
             let in_call = v.state.lock().in_call;
@@ -133,7 +174,9 @@ impl Hub {
                 actortype: actor_type,
                 incall: Some(in_call),
             };
-            self.nextcloud.request(&v.backend, &v.backend_url, "room", &body).await
+            self.nextcloud
+                .request(&v.backend, &v.backend_url, "room", &body)
+                .await
         } else {
             let body = SessionRequest {
                 version: VERSION,
@@ -143,15 +186,21 @@ impl Hub {
                 userid: &user,
                 user: v.user_data.as_deref(),
             };
-            self.nextcloud.request(&v.backend, &v.backend_url, "session", &body).await
+            self.nextcloud
+                .request(&v.backend, &v.backend_url, "session", &body)
+                .await
         };
         match result {
             Ok(r) if r.kind == "error" => Err(format!(
                 "Nextcloud refused the virtual session: {}",
-                r.error.map(|e| format!("{} {}", e.code, e.message)).unwrap_or_default()
+                r.error
+                    .map(|e| format!("{} {}", e.code, e.message))
+                    .unwrap_or_default()
             )),
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("could not announce the virtual session to Nextcloud: {e}")),
+            Err(e) => Err(format!(
+                "could not announce the virtual session to Nextcloud: {e}"
+            )),
         }
     }
 }

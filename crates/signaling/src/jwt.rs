@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 
 const LEEWAY_SECS: u64 = 60;
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 
 /// The claims of a valid token.
 #[derive(Debug, Deserialize)]
@@ -59,8 +61,12 @@ fn key_pem(key: &str) -> String {
 
 /// Verify `token` with Nextcloud's published key, at Unix time `now`.
 pub fn verify(token: &str, published_key: &str, now: i64) -> Result<Claims, TokenError> {
-    let header = jsonwebtoken::decode_header(token)
-        .map_err(|e| fail(ErrorCode::InvalidToken, format!("the hello token is not a JWT: {e}")))?;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| {
+        fail(
+            ErrorCode::InvalidToken,
+            format!("the hello token is not a JWT: {e}"),
+        )
+    })?;
     let alg = header.alg;
     let pem = key_pem(published_key);
     let key = match alg {
@@ -107,7 +113,10 @@ pub fn verify(token: &str, published_key: &str, now: i64) -> Result<Claims, Toke
     })?;
     let claims = data.claims;
     let Some(iat) = claims.iat else {
-        return Err(fail(ErrorCode::TokenNotValidYet, "the hello token has no \"iat\" claim"));
+        return Err(fail(
+            ErrorCode::TokenNotValidYet,
+            "the hello token has no \"iat\" claim",
+        ));
     };
     if iat > now + LEEWAY_SECS as i64 {
         return Err(fail(
@@ -116,7 +125,10 @@ pub fn verify(token: &str, published_key: &str, now: i64) -> Result<Claims, Toke
         ));
     }
     if claims.exp.is_some_and(|exp| exp < iat) {
-        return Err(fail(ErrorCode::TokenExpired, "the hello token expires before it was issued"));
+        return Err(fail(
+            ErrorCode::TokenExpired,
+            "the hello token expires before it was issued",
+        ));
     }
     Ok(claims)
 }
@@ -135,7 +147,7 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid_token() {
-        let e = verify("nope", "key", 0).err().expect("error");
+        let e = verify("nope", "key", 0).expect_err("error");
         assert_eq!(e.code, ErrorCode::InvalidToken);
     }
 }

@@ -51,7 +51,10 @@ impl Signaling {
     /// Build the hub and start its housekeeping and room pings (needs a tokio runtime).
     pub fn start(cfg: SignalingConfig) -> Result<Self, StartError> {
         let codec = hpb_proto::session_id::SessionIdCodec::new(&cfg.hash_key, &cfg.block_key)?;
-        let features = hpb_proto::features::header_value(&hpb_proto::features::merged(hpb_proto::features::CLIENT_FEATURES, &[]));
+        let features = hpb_proto::features::header_value(&hpb_proto::features::merged(
+            hpb_proto::features::CLIENT_FEATURES,
+            &[],
+        ));
         let nextcloud = nextcloud::Nextcloud::new(&cfg, features)?;
         let hub = Arc::new(Hub::new(cfg, codec, nextcloud));
         hub.spawn_housekeeping();
@@ -69,11 +72,16 @@ impl Signaling {
             .route("/api/v1/serverinfo", get(http_api::serverinfo))
             .route("/api/v1/room/{roomid}", post(backend_api::room_request))
             .route("/turn/credentials", get(http_api::turn_credentials))
-            .layer(DefaultBodyLimit::max(hpb_proto::backend::MAX_ROOM_REQUEST_BYTES + 1));
+            .layer(DefaultBodyLimit::max(
+                hpb_proto::backend::MAX_ROOM_REQUEST_BYTES + 1,
+            ));
         Router::new()
             .merge(routes.clone())
             .nest("/standalone-signaling", routes)
-            .layer(axum::middleware::from_fn_with_state(self.hub.clone(), http_api::signaling_headers))
+            .layer(axum::middleware::from_fn_with_state(
+                self.hub.clone(),
+                http_api::signaling_headers,
+            ))
             .with_state(self.hub.clone())
     }
 }

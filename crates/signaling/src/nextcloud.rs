@@ -25,15 +25,23 @@ const MIN_INVALIDATE_INTERVAL: Duration = Duration::from_secs(60);
 /// Why a request to Nextcloud failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NextcloudError {
-    #[error("Nextcloud at {url} is unreachable from hpb: {reason}. Check that this host can resolve and connect to it (firewall, DNS, TLS)")]
+    #[error(
+        "Nextcloud at {url} is unreachable from hpb: {reason}. Check that this host can resolve and connect to it (firewall, DNS, TLS)"
+    )]
     Unreachable { url: String, reason: String },
     #[error("Nextcloud at {url} did not answer within {secs} s ([backend] timeout)")]
     Timeout { url: String, secs: u64 },
-    #[error("Nextcloud at {url} answered HTTP {status}; expected 200 from Talk's signaling endpoint (is Talk installed and enabled there?)")]
+    #[error(
+        "Nextcloud at {url} answered HTTP {status}; expected 200 from Talk's signaling endpoint (is Talk installed and enabled there?)"
+    )]
     Status { url: String, status: u16 },
-    #[error("Nextcloud at {url} answered with Content-Type \"{content_type}\" instead of JSON (a login page or proxy error page?)")]
+    #[error(
+        "Nextcloud at {url} answered with Content-Type \"{content_type}\" instead of JSON (a login page or proxy error page?)"
+    )]
     ContentType { url: String, content_type: String },
-    #[error("Nextcloud at {url} throttled hpb (OCS status 429): too many failed requests; check the shared secret and wait")]
+    #[error(
+        "Nextcloud at {url} throttled hpb (OCS status 429): too many failed requests; check the shared secret and wait"
+    )]
     Throttled { url: String },
     #[error("Nextcloud at {url} sent an invalid reply: {reason}")]
     Invalid { url: String, reason: String },
@@ -81,7 +89,10 @@ impl Nextcloud {
             .timeout(cfg.backend_timeout)
             .pool_max_idle_per_host(cfg.connections_per_host.max(1))
             .tls_danger_accept_invalid_certs(cfg.backend_skip_verify)
-            .user_agent(format!("nextcloud-spreed-signaling/{}", hpb_proto::COMPAT_VERSION))
+            .user_agent(format!(
+                "nextcloud-spreed-signaling/{}",
+                hpb_proto::COMPAT_VERSION
+            ))
             .build()?;
         Ok(Self {
             http,
@@ -192,7 +203,9 @@ impl Nextcloud {
             reason: format!("not an OCS envelope: {e}"),
         })?;
         if ocs.ocs.meta.statuscode == 429 {
-            return Err(NextcloudError::Throttled { url: url.to_string() });
+            return Err(NextcloudError::Throttled {
+                url: url.to_string(),
+            });
         }
         let data = ocs
             .ocs
@@ -247,12 +260,19 @@ impl Nextcloud {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let data = self.ocs_data(&url, resp).await?;
-        let spreed = data.pointer("/capabilities/spreed").cloned().unwrap_or(Value::Null);
+        let spreed = data
+            .pointer("/capabilities/spreed")
+            .cloned()
+            .unwrap_or(Value::Null);
         let caps = Arc::new(Capabilities {
             features: spreed
                 .get("features")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             hello_v2_token_key: spreed
                 .pointer("/config/signaling/hello-v2-token-key")
@@ -282,7 +302,10 @@ impl Nextcloud {
     pub async fn invalidate_capabilities(&self, base: &Url) -> bool {
         let mut cache = self.caps.lock().await;
         match cache.get_mut(base.as_str()) {
-            Some(e) if e.invalidated.is_none_or(|t| t.elapsed() >= MIN_INVALIDATE_INTERVAL) => {
+            Some(e)
+                if e.invalidated
+                    .is_none_or(|t| t.elapsed() >= MIN_INVALIDATE_INTERVAL) =>
+            {
                 e.invalidated = Some(Instant::now());
                 e.max_age = Duration::ZERO;
                 true

@@ -138,7 +138,13 @@ mod tests {
         assert_eq!(o.push("a".into()), Push::Queued);
         assert_eq!(o.push("b".into()), Push::Queued);
         assert_eq!(o.push("c".into()), Push::Overflow);
-        assert!(o.close_with(Some("bye".into()), CloseRequest { code: 1000, reason: "x".into() }));
+        assert!(o.close_with(
+            Some("bye".into()),
+            CloseRequest {
+                code: 1000,
+                reason: "x".into()
+            }
+        ));
         assert_eq!(o.push("d".into()), Push::Closed);
         let mut batch = Vec::new();
         assert!(o.next_batch(&mut batch).await.is_none());

@@ -17,7 +17,11 @@ use crate::session::{ClientKind, Session};
 
 impl Hub {
     /// Replace Talk session ids by signaling public ids (dropping unknown and "0").
-    fn map_entries(&self, room: &Room, entries: &mut [ParticipantEntry]) -> Vec<(Arc<Session>, usize)> {
+    fn map_entries(
+        &self,
+        room: &Room,
+        entries: &mut [ParticipantEntry],
+    ) -> Vec<(Arc<Session>, usize)> {
         let mut found = Vec::new();
         let map = self.room_sessions.lock();
         for (i, e) in entries.iter_mut().enumerate() {
@@ -37,7 +41,10 @@ impl Hub {
                 }
                 None => {
                     // A virtual session is known to Nextcloud by its public id.
-                    if let Some(s) = self.session(&talk_id).filter(|s| s.kind == ClientKind::Virtual) {
+                    if let Some(s) = self
+                        .session(&talk_id)
+                        .filter(|s| s.kind == ClientKind::Virtual)
+                    {
                         found.push((s, i));
                     } else {
                         e.remove("sessionId");
@@ -53,7 +60,11 @@ impl Hub {
         let now = unix_now();
         let present: HashSet<String> = users
             .iter()
-            .filter_map(|u| u.get("sessionId").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|u| {
+                u.get("sessionId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect();
         for s in room.members() {
             let (in_call, kind) = (s.state.lock().in_call, s.kind);
@@ -69,7 +80,10 @@ impl Hub {
                     json!({"inCall": in_call, "sessionId": &*s.public_id, "lastPing": now, "virtual": true})
                 }
                 ClientKind::Virtual => {
-                    if let Some(u) = users.iter_mut().find(|u| u.get("sessionId").and_then(Value::as_str) == Some(&*s.public_id)) {
+                    if let Some(u) = users
+                        .iter_mut()
+                        .find(|u| u.get("sessionId").and_then(Value::as_str) == Some(&*s.public_id))
+                    {
                         u.insert("virtual".into(), Value::Bool(true));
                         u.insert("inCall".into(), json!(in_call));
                     }
@@ -84,15 +98,28 @@ impl Hub {
     }
 
     fn participants_frame(&self, room: &Room, users: &[ParticipantEntry]) -> Utf8Bytes {
-        server::event("participants", "update", &json!({"roomid": room.id, "users": users})).into()
+        server::event(
+            "participants",
+            "update",
+            &json!({"roomid": room.id, "users": users}),
+        )
+        .into()
     }
 
     /// A `participants` request from Nextcloud.
-    pub fn backend_participants(self: &Arc<Self>, room: &Arc<Room>, mut changed: Vec<ParticipantEntry>, mut users: Vec<ParticipantEntry>) {
+    pub fn backend_participants(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        mut changed: Vec<ParticipantEntry>,
+        mut users: Vec<ParticipantEntry>,
+    ) {
         let found = self.map_entries(room, &mut changed);
         for (s, i) in &found {
             if let Some(perms) = changed[*i].get("permissions").and_then(Value::as_array) {
-                let set: HashSet<String> = perms.iter().filter_map(|p| p.as_str().map(str::to_string)).collect();
+                let set: HashSet<String> = perms
+                    .iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect();
                 s.state.lock().permissions = Some(set);
             }
         }
@@ -101,15 +128,30 @@ impl Hub {
     }
 
     /// An `incall` request from Nextcloud.
-    pub async fn backend_incall(self: &Arc<Self>, room: &Arc<Room>, incall: &Value, all: bool, mut changed: Vec<ParticipantEntry>, mut users: Vec<ParticipantEntry>) {
+    pub async fn backend_incall(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        incall: &Value,
+        all: bool,
+        mut changed: Vec<ParticipantEntry>,
+        mut users: Vec<ParticipantEntry>,
+    ) {
         if all {
             let flags = in_call_flags(incall);
-            let frame: Utf8Bytes = server::event("participants", "update", &json!({"roomid": room.id, "incall": flags, "all": true})).into();
+            let frame: Utf8Bytes = server::event(
+                "participants",
+                "update",
+                &json!({"roomid": room.id, "incall": flags, "all": true}),
+            )
+            .into();
             for s in room.members() {
                 if matches!(s.kind, ClientKind::Client) {
                     s.state.lock().in_call = flags;
                 }
-                if matches!(s.kind, ClientKind::Client | ClientKind::Federation | ClientKind::Internal) {
+                if matches!(
+                    s.kind,
+                    ClientKind::Client | ClientKind::Federation | ClientKind::Internal
+                ) {
                     self.deliver(&s, &frame);
                 }
             }
@@ -125,14 +167,26 @@ impl Hub {
         self.publish_users(room, changed, users);
     }
 
-    fn publish_users(self: &Arc<Self>, room: &Arc<Room>, changed: Vec<ParticipantEntry>, mut users: Vec<ParticipantEntry>) {
+    fn publish_users(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        changed: Vec<ParticipantEntry>,
+        mut users: Vec<ParticipantEntry>,
+    ) {
         // Talk may send only `changed`: merge entries missing from `users`.
         let present: HashSet<String> = users
             .iter()
-            .filter_map(|u| u.get("sessionId").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|u| {
+                u.get("sessionId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect();
         for c in changed {
-            let sid = c.get("sessionId").and_then(Value::as_str).map(str::to_string);
+            let sid = c
+                .get("sessionId")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             if sid.is_none_or(|id| !present.contains(&id)) {
                 users.push(c);
             }

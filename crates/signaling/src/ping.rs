@@ -12,24 +12,38 @@ use crate::backends::Backend;
 use crate::hub::Hub;
 use crate::session::ClientKind;
 
+/// The pings for one backend URL: the backend and, per room id, its entries.
+type PingBatch = (Arc<Backend>, Vec<(String, Vec<PingEntry>)>);
+
 impl Hub {
     /// Send one round of pings.
     pub async fn ping_rooms(self: &Arc<Self>) {
         // (backend id, url) -> room id -> entries
-        let mut by_url: HashMap<(String, Url), (Arc<Backend>, Vec<(String, Vec<PingEntry>)>)> = HashMap::new();
+        let mut by_url: HashMap<(String, Url), PingBatch> = HashMap::new();
         let rooms: Vec<_> = self.rooms.lock().values().cloned().collect();
         for room in rooms {
             let mut per_url: HashMap<Url, Vec<PingEntry>> = HashMap::new();
             for s in room.members() {
                 let entry = match s.kind {
                     ClientKind::Client | ClientKind::Federation => {
-                        let Some(rs) = s.state.lock().room_session_id.clone() else { continue };
-                        PingEntry { sessionid: rs.to_string(), userid: s.auth_user_id.to_string() }
+                        let Some(rs) = s.state.lock().room_session_id.clone() else {
+                            continue;
+                        };
+                        PingEntry {
+                            sessionid: rs.to_string(),
+                            userid: s.auth_user_id.to_string(),
+                        }
                     }
-                    ClientKind::Virtual => PingEntry { sessionid: s.public_id.to_string(), userid: s.user_id().to_string() },
+                    ClientKind::Virtual => PingEntry {
+                        sessionid: s.public_id.to_string(),
+                        userid: s.user_id().to_string(),
+                    },
                     ClientKind::Internal => continue,
                 };
-                per_url.entry(s.backend_url.clone()).or_default().push(entry);
+                per_url
+                    .entry(s.backend_url.clone())
+                    .or_default()
+                    .push(entry);
             }
             for (url, entries) in per_url {
                 by_url
@@ -42,7 +56,12 @@ impl Hub {
         for ((_, url), (backend, rooms)) in by_url {
             let hub = self.clone();
             tokio::spawn(async move {
-                let limit = hub.nextcloud.capabilities(&url).await.map(|c| c.session_ping_limit).unwrap_or(0) as usize;
+                let limit = hub
+                    .nextcloud
+                    .capabilities(&url)
+                    .await
+                    .map(|c| c.session_ping_limit)
+                    .unwrap_or(0) as usize;
                 let mut requests: Vec<(String, Vec<PingEntry>)> = Vec::new();
                 if limit > 0 {
                     let all: Vec<PingEntry> = rooms.into_iter().flat_map(|(_, e)| e).collect();
@@ -53,7 +72,11 @@ impl Hub {
                     requests = rooms;
                 }
                 for (room_id, entries) in requests {
-                    let body = PingRequest { version: VERSION, roomid: &room_id, entries: &entries };
+                    let body = PingRequest {
+                        version: VERSION,
+                        roomid: &room_id,
+                        entries: &entries,
+                    };
                     if let Err(e) = hub.nextcloud.request(&backend, &url, "ping", &body).await {
                         tracing::warn!(backend = %backend.id, room = %room_id, error = %e, "room ping failed");
                     }

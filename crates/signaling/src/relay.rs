@@ -42,20 +42,34 @@ impl Hub {
                     return;
                 }
                 if t.kind == ClientKind::Virtual {
-                    let (Some(owner), Some(vid)) = (&t.owner, &t.virtual_id) else { return };
+                    let (Some(owner), Some(vid)) = (&t.owner, &t.virtual_id) else {
+                        return;
+                    };
                     let frame = server::frame(
                         None,
                         kind,
                         Some(&Relayed {
                             sender,
-                            recipient: Some(RecipientOut { kind: "session", sessionid: vid, userid: "" }),
+                            recipient: Some(RecipientOut {
+                                kind: "session",
+                                sessionid: vid,
+                                userid: "",
+                            }),
                             data: &m.data,
                         }),
                     );
                     self.deliver(owner, &frame.into());
                     return;
                 }
-                let frame = server::frame(None, kind, Some(&Relayed { sender, recipient: None, data: &m.data }));
+                let frame = server::frame(
+                    None,
+                    kind,
+                    Some(&Relayed {
+                        sender,
+                        recipient: None,
+                        data: &m.data,
+                    }),
+                );
                 self.deliver(&t, &frame.into());
             }
             Recipient::User(uid) => {
@@ -66,7 +80,16 @@ impl Hub {
                 if targets.is_empty() {
                     return;
                 }
-                let frame: Utf8Bytes = server::frame(None, kind, Some(&Relayed { sender, recipient: None, data: &m.data })).into();
+                let frame: Utf8Bytes = server::frame(
+                    None,
+                    kind,
+                    Some(&Relayed {
+                        sender,
+                        recipient: None,
+                        data: &m.data,
+                    }),
+                )
+                .into();
                 for t in targets.iter().filter(|t| !Arc::ptr_eq(t, s)) {
                     self.deliver(t, &frame);
                 }
@@ -75,7 +98,16 @@ impl Hub {
                 let Some(room) = s.room() else {
                     return;
                 };
-                let frame: Utf8Bytes = server::frame(None, kind, Some(&Relayed { sender, recipient: None, data: &m.data })).into();
+                let frame: Utf8Bytes = server::frame(
+                    None,
+                    kind,
+                    Some(&Relayed {
+                        sender,
+                        recipient: None,
+                        data: &m.data,
+                    }),
+                )
+                .into();
                 let call_only = matches!(m.recipient, Recipient::Call);
                 self.deliver_room(&room, &frame, Some(&s.public_id), |r| {
                     r.kind != ClientKind::Virtual && (!call_only || r.state.lock().in_call & 1 != 0)

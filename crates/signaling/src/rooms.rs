@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use hpb_proto::ErrorCode;
 use hpb_proto::backend::{RoomBackendRequest, VERSION};
 use hpb_proto::client::RoomRequest;
 use hpb_proto::server::{self, Bandwidth, JoinEntry, RoomReply};
-use hpb_proto::ErrorCode;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -49,14 +49,22 @@ pub fn join_entry_json(s: &Session, hide: bool) -> Value {
     } else {
         None
     };
-    let user = if hide { stripped.as_deref() } else { s.user_data.as_deref() };
+    let user = if hide {
+        stripped.as_deref()
+    } else {
+        s.user_data.as_deref()
+    };
     let client = matches!(s.kind, ClientKind::Client | ClientKind::Federation);
     let room_session = s.state.lock().room_session_id.clone();
     let entry = JoinEntry {
         sessionid: &s.public_id,
         userid: &user_id,
         user,
-        roomsessionid: if client { room_session.as_deref() } else { None },
+        roomsessionid: if client {
+            room_session.as_deref()
+        } else {
+            None
+        },
         features: if client { Some(&s.features) } else { None },
         federated: s.kind == ClientKind::Federation,
     };
@@ -65,18 +73,36 @@ pub fn join_entry_json(s: &Session, hide: bool) -> Value {
 
 impl Hub {
     /// Handle a client `room` request.
-    pub async fn handle_room(self: &Arc<Self>, conn: &Conn, s: &Arc<Session>, id: Option<&str>, req: RoomRequest) {
+    pub async fn handle_room(
+        self: &Arc<Self>,
+        conn: &Conn,
+        s: &Arc<Session>,
+        id: Option<&str>,
+        req: RoomRequest,
+    ) {
         let was_federated = s.federation.lock().is_some();
         self.end_federation(s);
         if req.roomid.is_empty() {
             if self.leave_room(s, true).await || was_federated {
-                conn.reply(server::frame(id, "room", Some(&RoomReply { roomid: "", properties: None, bandwidth: None })));
+                conn.reply(server::frame(
+                    id,
+                    "room",
+                    Some(&RoomReply {
+                        roomid: "",
+                        properties: None,
+                        bandwidth: None,
+                    }),
+                ));
             }
             return;
         }
         if let Some(f) = &req.federation {
             self.leave_room(s, true).await;
-            let room_session = if req.sessionid.is_empty() { s.public_id.to_string() } else { req.sessionid.clone() };
+            let room_session = if req.sessionid.is_empty() {
+                s.public_id.to_string()
+            } else {
+                req.sessionid.clone()
+            };
             match self.federated_join(s, &req.roomid, &room_session, f).await {
                 Ok((link, mut reply)) => {
                     *s.federation.lock() = Some(link);
@@ -103,7 +129,13 @@ impl Hub {
         }
     }
 
-    async fn join_room(self: &Arc<Self>, conn: &Conn, s: &Arc<Session>, id: Option<&str>, req: &RoomRequest) -> Result<(), Refusal> {
+    async fn join_room(
+        self: &Arc<Self>,
+        conn: &Conn,
+        s: &Arc<Session>,
+        id: Option<&str>,
+        req: &RoomRequest,
+    ) -> Result<(), Refusal> {
         if let Some(room) = s.room()
             && room.id == req.roomid
         {
@@ -111,7 +143,8 @@ impl Hub {
                 s.state.lock().room_session_id = Some(Arc::from(req.sessionid.as_str()));
             }
             let props = room.state.lock().properties.clone();
-            let details = serde_json::json!({"room": {"roomid": room.id, "properties": props.as_deref()}});
+            let details =
+                serde_json::json!({"room": {"roomid": room.id, "properties": props.as_deref()}});
             return Err(Refusal {
                 code: ErrorCode::AlreadyJoined,
                 message: format!("this session is already in room {}", room.id),
@@ -126,7 +159,11 @@ impl Hub {
         let mut assigned_user = None;
         if s.kind != ClientKind::Internal {
             let user_id = s.user_id();
-            let room_session = if req.sessionid.is_empty() { &*s.public_id } else { req.sessionid.as_str() };
+            let room_session = if req.sessionid.is_empty() {
+                &*s.public_id
+            } else {
+                req.sessionid.as_str()
+            };
             let (actorid, actortype) = s.actor.clone().unwrap_or_default();
             let body = RoomBackendRequest {
                 version: VERSION,
@@ -163,7 +200,9 @@ impl Hub {
                 (other, _, _) => {
                     return Err(Refusal::new(
                         ErrorCode::RoomJoinFailed,
-                        format!("Nextcloud answered the room join with an unexpected reply of type \"{other}\""),
+                        format!(
+                            "Nextcloud answered the room join with an unexpected reply of type \"{other}\""
+                        ),
                     ));
                 }
             }
@@ -181,14 +220,16 @@ impl Hub {
             if let Some(p) = previous
                 && !Arc::ptr_eq(&p, s)
             {
-                self.close_session(&p, CloseReason::RoomSessionReconnected).await;
+                self.close_session(&p, CloseReason::RoomSessionReconnected)
+                    .await;
             }
         }
         let room = self.get_or_create_room(&s.backend, &req.roomid);
         {
             let mut st = s.state.lock();
             st.room = Some(room.clone());
-            st.room_session_id = (!req.sessionid.is_empty()).then(|| Arc::from(req.sessionid.as_str()));
+            st.room_session_id =
+                (!req.sessionid.is_empty()).then(|| Arc::from(req.sessionid.as_str()));
             if let Some(p) = permissions {
                 st.permissions = Some(p.into_iter().collect::<HashSet<_>>());
             }
@@ -237,15 +278,25 @@ impl Hub {
                 (a, b) => a.min(b),
             }
         }
-        let stream = min_nonzero(self.cfg.mcu_max_stream_bitrate, room.backend.max_stream_bitrate);
-        let screen = min_nonzero(self.cfg.mcu_max_screen_bitrate, room.backend.max_screen_bitrate);
+        let stream = min_nonzero(
+            self.cfg.mcu_max_stream_bitrate,
+            room.backend.max_stream_bitrate,
+        );
+        let screen = min_nonzero(
+            self.cfg.mcu_max_screen_bitrate,
+            room.backend.max_screen_bitrate,
+        );
         (stream != 0 || screen != 0).then_some(Bandwidth {
             maxstreambitrate: stream,
             maxscreenbitrate: screen,
         })
     }
 
-    pub fn get_or_create_room(&self, backend: &Arc<crate::backends::Backend>, room_id: &str) -> Arc<Room> {
+    pub fn get_or_create_room(
+        &self,
+        backend: &Arc<crate::backends::Backend>,
+        room_id: &str,
+    ) -> Arc<Room> {
         self.rooms
             .lock()
             .entry((backend.id.clone(), room_id.to_string()))
@@ -254,22 +305,31 @@ impl Hub {
     }
 
     pub fn room(&self, backend_id: &str, room_id: &str) -> Option<Arc<Room>> {
-        self.rooms.lock().get(&(backend_id.to_string(), room_id.to_string())).cloned()
+        self.rooms
+            .lock()
+            .get(&(backend_id.to_string(), room_id.to_string()))
+            .cloned()
     }
 
     /// Tell the room (including `s`) that `s` joined.
     pub fn publish_join(self: &Arc<Self>, room: &Room, s: &Session) {
         let normal: Utf8Bytes = server::event("room", "join", &[join_entry_json(s, false)]).into();
         let hidden: Utf8Bytes = server::event("room", "join", &[join_entry_json(s, true)]).into();
-        self.deliver_room(room, &normal, None, |r| !r.has_permission(PERM_HIDE_DISPLAYNAMES));
-        self.deliver_room(room, &hidden, None, |r| r.has_permission(PERM_HIDE_DISPLAYNAMES));
+        self.deliver_room(room, &normal, None, |r| {
+            !r.has_permission(PERM_HIDE_DISPLAYNAMES)
+        });
+        self.deliver_room(room, &hidden, None, |r| {
+            r.has_permission(PERM_HIDE_DISPLAYNAMES)
+        });
     }
 
     /// Leave the current room. Returns true when the session was in a room.
     pub async fn leave_room(self: &Arc<Self>, s: &Arc<Session>, notify_backend: bool) -> bool {
         let (room, room_session) = {
             let mut st = s.state.lock();
-            let Some(room) = st.room.take() else { return false };
+            let Some(room) = st.room.take() else {
+                return false;
+            };
             st.in_call = 0;
             st.roomless_since = std::time::Instant::now();
             (room, st.room_session_id.take())
@@ -295,7 +355,9 @@ impl Hub {
         if empty {
             let mut rooms = self.rooms.lock();
             let key = room.key();
-            if rooms.get(&key).is_some_and(|r| Arc::ptr_eq(r, &room)) && room.state.lock().members.is_empty() {
+            if rooms.get(&key).is_some_and(|r| Arc::ptr_eq(r, &room))
+                && room.state.lock().members.is_empty()
+            {
                 rooms.remove(&key);
                 room.state.lock().closed = true;
             }
@@ -317,7 +379,11 @@ impl Hub {
                     action: Some("leave"),
                     ..Default::default()
                 };
-                if let Err(e) = hub.nextcloud.request(&s.backend, &s.backend_url, "room", &body).await {
+                if let Err(e) = hub
+                    .nextcloud
+                    .request(&s.backend, &s.backend_url, "room", &body)
+                    .await
+                {
                     tracing::warn!(session = %s.public_id, room = %room_id, backend = %s.backend.id, error = %e, "could not tell Nextcloud about the room leave");
                 }
             });
@@ -343,6 +409,10 @@ pub fn explain_backend_error(code: &str, message: &str, backend: &str) -> String
         "no_such_user" => " (the user does not exist in Nextcloud)".to_string(),
         _ => String::new(),
     };
-    let base = if message.is_empty() { code.to_string() } else { message.to_string() };
+    let base = if message.is_empty() {
+        code.to_string()
+    } else {
+        message.to_string()
+    };
     format!("{base}{hint}")
 }

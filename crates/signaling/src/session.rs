@@ -59,7 +59,10 @@ pub struct SessionState {
 /// Where frames for this session go.
 pub enum Delivery {
     Connected(Arc<Outbox>),
-    Offline { buffer: VecDeque<Utf8Bytes>, since: Instant },
+    Offline {
+        buffer: VecDeque<Utf8Bytes>,
+        since: Instant,
+    },
     /// Virtual sessions receive nothing directly.
     None,
     Closed,

@@ -22,7 +22,13 @@ fn set_frame(key: &str, value: &RawValue, old: Option<&RawValue>) -> Utf8Bytes {
     server::frame(
         None,
         "transient",
-        Some(&TransientOut { kind: "set", key: Some(key), value: Some(value), oldvalue: old, data: None }),
+        Some(&TransientOut {
+            kind: "set",
+            key: Some(key),
+            value: Some(value),
+            oldvalue: old,
+            data: None,
+        }),
     )
     .into()
 }
@@ -31,25 +37,52 @@ fn remove_frame(key: &str, old: Option<&RawValue>) -> Utf8Bytes {
     server::frame(
         None,
         "transient",
-        Some(&TransientOut { kind: "remove", key: Some(key), value: None, oldvalue: old, data: None }),
+        Some(&TransientOut {
+            kind: "remove",
+            key: Some(key),
+            value: None,
+            oldvalue: old,
+            data: None,
+        }),
     )
     .into()
 }
 
 impl Hub {
-    pub fn handle_transient(self: &Arc<Self>, conn: &Conn, s: &Arc<Session>, id: Option<&str>, t: TransientMessage) {
+    pub fn handle_transient(
+        self: &Arc<Self>,
+        conn: &Conn,
+        s: &Arc<Session>,
+        id: Option<&str>,
+        t: TransientMessage,
+    ) {
         let Some(room) = s.room() else {
-            conn.error(id, ErrorCode::NotInRoom, "transient data needs a room: join one first", None);
+            conn.error(
+                id,
+                ErrorCode::NotInRoom,
+                "transient data needs a room: join one first",
+                None,
+            );
             return;
         };
         if !s.is_internal() && !s.has_permission(PERM_TRANSIENT) {
-            conn.error(id, ErrorCode::NotAllowed, "Nextcloud did not grant this session the \"transient-data\" permission", None);
+            conn.error(
+                id,
+                ErrorCode::NotAllowed,
+                "Nextcloud did not grant this session the \"transient-data\" permission",
+                None,
+            );
             return;
         }
         let key = match &t {
             TransientMessage::Set { key, .. } | TransientMessage::Remove { key } => key.as_str(),
             TransientMessage::Other(kind) => {
-                conn.error(id, ErrorCode::Ignored, &format!("unsupported transient type \"{kind}\"; use set or remove"), None);
+                conn.error(
+                    id,
+                    ErrorCode::Ignored,
+                    &format!("unsupported transient type \"{kind}\"; use set or remove"),
+                    None,
+                );
                 return;
             }
         };
@@ -61,7 +94,8 @@ impl Hub {
         }
         match t {
             TransientMessage::Set { key, value, ttl_ns } => {
-                let expires = (ttl_ns > 0).then(|| Instant::now() + Duration::from_nanos(ttl_ns as u64));
+                let expires =
+                    (ttl_ns > 0).then(|| Instant::now() + Duration::from_nanos(ttl_ns as u64));
                 let value: Arc<RawValue> = Arc::from(value);
                 let frame = {
                     let mut st = room.state.lock();
@@ -72,7 +106,13 @@ impl Hub {
                         }
                         return;
                     }
-                    st.transient.insert(key.clone(), TransientEntry { value: value.clone(), expires });
+                    st.transient.insert(
+                        key.clone(),
+                        TransientEntry {
+                            value: value.clone(),
+                            expires,
+                        },
+                    );
                     set_frame(&key, &value, old.as_deref())
                 };
                 self.deliver_room(&room, &frame, None, |_| true);
@@ -107,11 +147,19 @@ impl Hub {
                 .filter_map(|(k, e)| Some((k.clone(), serde_json::from_str(e.value.get()).ok()?)))
                 .collect()
         };
-        let Ok(raw) = serde_json::value::to_raw_value(&data) else { return };
+        let Ok(raw) = serde_json::value::to_raw_value(&data) else {
+            return;
+        };
         let frame = server::frame(
             None,
             "transient",
-            Some(&TransientOut { kind: "initial", key: None, value: None, oldvalue: None, data: Some(&raw) }),
+            Some(&TransientOut {
+                kind: "initial",
+                key: None,
+                value: None,
+                oldvalue: None,
+                data: Some(&raw),
+            }),
         );
         self.deliver(s, &frame.into());
     }

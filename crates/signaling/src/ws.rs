@@ -12,9 +12,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use hpb_proto::ErrorCode;
 use hpb_proto::client::{self, ClientBody};
 use hpb_proto::server::{self, Welcome};
-use hpb_proto::ErrorCode;
 use serde_json::value::RawValue;
 
 use crate::client_ip::client_ip;
@@ -38,7 +38,13 @@ impl Conn {
         }
     }
 
-    pub fn error(&self, id: Option<&str>, code: ErrorCode, message: &str, details: Option<&RawValue>) {
+    pub fn error(
+        &self,
+        id: Option<&str>,
+        code: ErrorCode,
+        message: &str,
+        details: Option<&RawValue>,
+    ) {
         self.reply(server::error(id, code, message, details));
     }
 }
@@ -63,7 +69,8 @@ impl RateLimit {
 
     fn allow(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -83,7 +90,10 @@ pub async fn upgrade(
     let ip = client_ip(&hub.cfg.trusted_proxies, peer.ip(), &headers);
     if !hub.cfg.allowed_origins.is_empty()
         && let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
-        && !hub.cfg.allowed_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin.trim_end_matches('/')))
+        && !hub.cfg.allowed_origins.iter().any(|o| {
+            o.trim_end_matches('/')
+                .eq_ignore_ascii_case(origin.trim_end_matches('/'))
+        })
     {
         tracing::warn!(remote = %ip, origin, "WebSocket refused: origin not allowed");
         return (
@@ -99,7 +109,10 @@ pub async fn upgrade(
 }
 
 fn ping_payload() -> axum::body::Bytes {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     axum::body::Bytes::from(nanos.to_string())
 }
 
@@ -152,12 +165,23 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
         server::frame(
             None,
             "welcome",
-            Some(&Welcome { version: hpb_proto::COMPAT_VERSION, features: &hub.welcome_features }),
+            Some(&Welcome {
+                version: hpb_proto::COMPAT_VERSION,
+                features: &hub.welcome_features,
+            }),
         )
         .into(),
     );
-    let mut writer_task = tokio::spawn(writer(sink, outbox.clone(), limits.ws_ping_interval, limits.write_timeout));
-    let conn = Conn { outbox: outbox.clone(), ip };
+    let mut writer_task = tokio::spawn(writer(
+        sink,
+        outbox.clone(),
+        limits.ws_ping_interval,
+        limits.write_timeout,
+    ));
+    let conn = Conn {
+        outbox: outbox.clone(),
+        ip,
+    };
     let mut session: Option<Arc<Session>> = None;
     let mut hello_deadline = tokio::time::Instant::now() + limits.hello_timeout;
     let mut last_seen = tokio::time::Instant::now();
@@ -250,12 +274,21 @@ enum Flow {
     Bye,
 }
 
-async fn dispatch(hub: &Arc<Hub>, conn: &Conn, session: &mut Option<Arc<Session>>, text: &str) -> Flow {
+async fn dispatch(
+    hub: &Arc<Hub>,
+    conn: &Conn,
+    session: &mut Option<Arc<Session>>,
+    text: &str,
+) -> Flow {
     let msg = match client::parse(text) {
         Ok(m) => m,
         Err(e) => {
             conn.error(e.id.as_deref(), e.code, &e.message, None);
-            return if session.is_none() && e.code == ErrorCode::InvalidHelloVersion { Flow::HelloFailed } else { Flow::Continue };
+            return if session.is_none() && e.code == ErrorCode::InvalidHelloVersion {
+                Flow::HelloFailed
+            } else {
+                Flow::Continue
+            };
         }
     };
     let id = msg.id.as_deref();
@@ -286,7 +319,10 @@ async fn dispatch(hub: &Arc<Hub>, conn: &Conn, session: &mut Option<Arc<Session>
     if let Some(link) = federation
         && matches!(
             msg.body,
-            ClientBody::Message(_) | ClientBody::Control(_) | ClientBody::Transient(_) | ClientBody::Internal(_)
+            ClientBody::Message(_)
+                | ClientBody::Control(_)
+                | ClientBody::Transient(_)
+                | ClientBody::Internal(_)
         )
     {
         link.forward(&s.public_id, text);
@@ -296,7 +332,13 @@ async fn dispatch(hub: &Arc<Hub>, conn: &Conn, session: &mut Option<Arc<Session>
         ClientBody::Hello(_) | ClientBody::Unknown(_) => {}
         ClientBody::Bye => {
             let bye = server::frame::<()>(id, "bye", None);
-            conn.outbox.close_with(Some(bye.into()), CloseRequest { code: 1000, reason: "bye".into() });
+            conn.outbox.close_with(
+                Some(bye.into()),
+                CloseRequest {
+                    code: 1000,
+                    reason: "bye".into(),
+                },
+            );
             *s.delivery.lock() = crate::session::Delivery::Closed;
             hub.close_session(&s, CloseReason::Bye).await;
             return Flow::Bye;

@@ -1,0 +1,159 @@
+//! hpb's configuration: loads the layers (built-in defaults ← hpb.toml ← upstream
+//! server.conf ← `HPB_*` env ← AIO env ← command line) with figment, validates them into
+//! a `SignalingConfig` plus listen address and log level, and renders `config show`.
+
+mod defaults;
+mod env;
+pub mod ini;
+mod ini_file;
+mod layer;
+mod merged;
+mod resolve;
+mod schema;
+mod show;
+mod toml_file;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use figment::Figment;
+use hpb_signaling::SignalingConfig;
+
+use self::layer::LayerBuilder;
+use self::merged::Merged;
+
+pub use self::show::show;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config FILE`: `*.toml` is an hpb.toml, anything else an upstream server.conf.
+    pub config_file: Option<PathBuf>,
+    /// The process environment (`HPB_*`, the AIO names, and `$(VAR)` in server.conf).
+    pub env: BTreeMap<String, String>,
+    /// `section.key` → value from command-line flags (`backends.<id>.<key>` for a backend).
+    pub overrides: Vec<(String, String)>,
+}
+
+/// Secrets made up for the development sandbox, to print at start.
+#[derive(Debug, Clone)]
+pub struct GeneratedSecrets {
+    /// The common backend secret to paste into Talk's admin settings.
+    pub signaling_secret: String,
+}
+
+/// The loaded, validated configuration.
+#[derive(Debug)]
+pub struct Loaded {
+    /// `[http] listen`.
+    pub listen: SocketAddr,
+    pub signaling: SignalingConfig,
+    /// `[log] level`: a tracing filter.
+    pub log_level: String,
+    /// Set in the development sandbox (no configuration at all).
+    pub generated_secrets: Option<GeneratedSecrets>,
+    /// Things to log at warn: ignored upstream settings, weak keys, deprecated keys, …
+    pub warnings: Vec<String>,
+    merged: Merged,
+}
+
+/// Load and validate the configuration from `sources`.
+pub fn load(sources: &Sources) -> Result<Loaded> {
+    let file = match &sources.config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "could not read the configuration file {} (check the path given to --config)",
+                    path.display()
+                )
+            })?;
+            Some((path.clone(), text))
+        }
+        None => None,
+    };
+    load_from(
+        file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())),
+        &sources.env,
+        &sources.overrides,
+    )
+}
+
+fn is_toml(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+}
+
+/// `load` with the file's contents already read (`(path, text)`).
+fn load_from(
+    file: Option<(&Path, &str)>,
+    env: &BTreeMap<String, String>,
+    overrides: &[(String, String)],
+) -> Result<Loaded> {
+    let mut warnings = Vec::new();
+    let aio = env::aio_configures_backend(env);
+    let cli_backend = overrides
+        .iter()
+        .any(|(k, _)| k.starts_with("backend.") || k.starts_with("backends."));
+    let dev = file.is_none() && !aio && !env::hpb_configures_backend(env) && !cli_backend;
+
+    let merge = |fig: Figment, b: LayerBuilder| {
+        if b.is_empty() {
+            fig
+        } else {
+            fig.merge(b.build())
+        }
+    };
+    let mut fig = merge(Figment::new(), defaults::defaults_layer());
+    if let Some(b) = env::aio_defaults_layer(env) {
+        fig = merge(fig, b);
+    }
+    if dev {
+        fig = merge(fig, defaults::dev_layer());
+    }
+    if dev || aio {
+        fig = merge(fig, defaults::generated_layer(dev));
+    }
+    if let Some((path, text)) = file {
+        let name = path.display().to_string();
+        let b = if is_toml(path) {
+            toml_file::layer(&name, text)?
+        } else {
+            let (b, w) = ini_file::layer(&name, text, env)?;
+            warnings.extend(w);
+            b
+        };
+        fig = merge(fig, b);
+    }
+    let b = env::hpb_layer(env, &fig, &mut warnings);
+    fig = merge(fig, b);
+    let b = env::aio_layer(env, &fig)?;
+    fig = merge(fig, b);
+    fig = merge(fig, env::overrides_layer(overrides)?);
+
+    let merged = Merged::from_figment(&fig);
+    let resolved = resolve::resolve(&merged, dev, &mut warnings)?;
+    let generated_secrets = if dev {
+        resolved
+            .signaling
+            .common
+            .as_ref()
+            .map(|c| GeneratedSecrets {
+                signaling_secret: String::from_utf8_lossy(&c.secret).into_owned(),
+            })
+    } else {
+        None
+    };
+    Ok(Loaded {
+        listen: resolved.listen,
+        signaling: resolved.signaling,
+        log_level: resolved.log_level,
+        generated_secrets,
+        warnings,
+        merged,
+    })
+}
+
+#[cfg(test)]
+mod tests;
