@@ -1,0 +1,1 @@
+//! End-to-end: POST /api/v1/room/{token} from Nextcloud: authentication, every request type, status codes.

@@ -1,0 +1,1 @@
+//! End-to-end: federated participants joining a room hosted on another hpb.

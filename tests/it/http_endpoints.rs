@@ -1,0 +1,1 @@
+//! End-to-end: welcome, stats, serverinfo and TURN credentials endpoints.

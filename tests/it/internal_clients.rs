@@ -1,0 +1,1 @@
+//! End-to-end: internal clients and their virtual sessions.

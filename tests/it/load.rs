@@ -1,0 +1,1 @@
+//! End-to-end: nothing lost under load; slow clients disconnected with a reason.

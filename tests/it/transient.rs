@@ -1,0 +1,1 @@
+//! End-to-end: transient room data and sd: session data.
