@@ -2,18 +2,18 @@
 //! real WebSocket clients. One test binary (builds are the scarce resource); one module per
 //! area of the protocol.
 
-mod smoke;
-mod hello;
-mod resume;
-mod limits;
-mod rooms;
-mod events;
-mod messages;
-mod transient;
-mod internal_clients;
 mod backend_api;
-mod http_endpoints;
-mod config_file;
 mod backends;
+mod config_file;
+mod events;
 mod federation;
+mod hello;
+mod http_endpoints;
+mod internal_clients;
+mod limits;
 mod load;
+mod messages;
+mod resume;
+mod rooms;
+mod smoke;
+mod transient;
