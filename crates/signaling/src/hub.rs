@@ -288,7 +288,12 @@ impl Hub {
             self.counters
                 .slow_client_disconnects
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(session = %s.public_id, backend = %s.backend.id, "disconnecting a client that does not read its messages");
+            tracing::warn!(
+                session = %s.public_id,
+                backend = %s.backend.id,
+                limit = self.cfg.limits.max_queued_messages,
+                "disconnecting a client that does not read its messages (too slow): its queue is full; raise [limits] max_queued_messages if clients are on slow links"
+            );
         }
         // Close the connection first so nothing after the bye reaches it.
         let old = std::mem::replace(&mut *s.delivery.lock(), Delivery::Closed);
