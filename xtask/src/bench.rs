@@ -1,48 +1,55 @@
-//! `cargo xtask bench <name>`: the registry of benchmarks. Each runs the same work against our
-//! binary and the upstream stack (nextcloud-spreed-signaling, janus, coturn) in one run and
-//! prints ratios. To add one, write `fn run_x() -> Result<()>` in a module of its own and add
-//! a row to `BENCHES`; tools it needs go in the table in `deps`.
+//! `cargo xtask bench <name> [ARGS]`: the registry of benchmarks. Each runs the same work
+//! against our binary and the upstream program it replaces (nextcloud-spreed-signaling, janus,
+//! coturn, from Debian) in one run and prints ratios. The load generators live in the
+//! `hpb-bench` crate (`bench/`); this builds it and hpb in release mode, installs the upstream
+//! programs through `deps`, and runs the named benchmark. To add one, add a subcommand to
+//! `hpb-bench` and a row to `BENCHES`; tools it needs go in the table in `deps`.
 
 use anyhow::{Result, bail};
 
-use crate::proc;
+use crate::{deps, proc, workspace};
 
 struct Bench {
     name: &'static str,
     about: &'static str,
-    run: fn() -> Result<()>,
 }
 
-/// Every benchmark. Planned: `signaling`, `turn`, `sfu`.
-const BENCHES: &[Bench] = &[];
+/// Every benchmark. Planned: `turn`, `sfu`.
+const BENCHES: &[Bench] = &[Bench {
+    name: "signaling",
+    about: "N = 100/500/1000 sessions in one room: join time, fan-out latency, CPU per message, RSS vs nextcloud-spreed-signaling",
+}];
 
-pub fn run(name: &str) -> Result<()> {
-    match BENCHES.iter().find(|b| b.name == name) {
-        Some(bench) => proc::step(&format!("bench {name}"), bench.run),
-        None => {
-            print_known();
-            bail!("unknown benchmark `{name}`; known: {}", known())
-        }
+pub fn run(name: &str, args: &[String]) -> Result<()> {
+    if !BENCHES.iter().any(|b| b.name == name) {
+        print_known();
+        bail!("unknown benchmark `{name}`; known: {}", known());
     }
+    proc::step("deps", || deps::install(deps::Options { fuzz: false }))?;
+    proc::step("build (release)", || {
+        proc::run(workspace::cargo().args(["build", "--release", "-p", "hpb", "-p", "hpb-bench"]))
+    })?;
+    let release = workspace::target_dir()?.join("release");
+    proc::step(&format!("bench {name}"), || {
+        proc::run(
+            std::process::Command::new(release.join("hpb-bench"))
+                .arg(name)
+                .args(args)
+                .env("HPB_BIN", release.join("hpb")),
+        )
+    })
 }
 
 fn known() -> String {
-    if BENCHES.is_empty() {
-        "(none yet)".to_owned()
-    } else {
-        BENCHES
-            .iter()
-            .map(|b| b.name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+    BENCHES
+        .iter()
+        .map(|b| b.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn print_known() {
     println!("benchmarks:");
-    if BENCHES.is_empty() {
-        println!("  (none yet)");
-    }
     for b in BENCHES {
         println!("  {:<12} {}", b.name, b.about);
     }

@@ -1,0 +1,52 @@
+//! `hpb-bench`: the load generators behind `cargo xtask bench`. Each benchmark runs the same
+//! work against hpb and against the upstream program it replaces, in one run, and prints
+//! the figures side by side with their ratio.
+
+mod procstat;
+mod report;
+mod signaling;
+mod upstream;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str =
+    "usage: hpb-bench signaling [--sizes 100,500,1000] [--messages N] [--rate PER_SECOND]";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((name, rest)) = args.split_first() else {
+        bail!("{USAGE}");
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match name.as_str() {
+        "signaling" => runtime.block_on(signaling::run(signaling_options(rest)?)),
+        other => bail!("unknown benchmark `{other}`\n{USAGE}"),
+    }
+}
+
+fn signaling_options(args: &[String]) -> Result<signaling::Options> {
+    let mut o = signaling::Options::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            bail!("{flag} needs a value\n{USAGE}");
+        };
+        match flag.as_str() {
+            "--sizes" => {
+                o.sizes = value
+                    .split(',')
+                    .map(|s| s.trim().parse())
+                    .collect::<Result<_, _>>()?;
+            }
+            "--messages" => o.messages = value.parse()?,
+            "--rate" => o.rate = value.parse()?,
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    if o.sizes.iter().any(|&n| n < 2) || o.messages == 0 || o.rate == 0 {
+        bail!("sizes must be at least 2, messages and rate at least 1");
+    }
+    Ok(o)
+}
