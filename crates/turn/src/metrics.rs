@@ -1,0 +1,172 @@
+//! Counters of the TURN server (allocations, permissions, channels, relayed bytes and
+//! packets per direction, authentication failures by reason, refused peers), rendered in
+//! the Prometheus text format for hpb's `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::auth::AuthFailure;
+
+const AUTH_REASONS: [AuthFailure; 8] = [
+    AuthFailure::Missing,
+    AuthFailure::Incomplete,
+    AuthFailure::BadUsername,
+    AuthFailure::Expired,
+    AuthFailure::BadNonce,
+    AuthFailure::StaleNonce,
+    AuthFailure::WrongRealm,
+    AuthFailure::WrongPassword,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub allocations: AtomicI64,
+    pub allocations_total: AtomicU64,
+    pub permissions: AtomicI64,
+    pub channels: AtomicI64,
+    pub bytes_to_peer: AtomicU64,
+    pub packets_to_peer: AtomicU64,
+    pub bytes_to_client: AtomicU64,
+    pub packets_to_client: AtomicU64,
+    pub refused_peers: AtomicU64,
+    pub quota_refusals: AtomicU64,
+    pub rate_limited: AtomicU64,
+    /// Packets dropped: no permission for the peer, over the bandwidth cap, or unparsable.
+    pub dropped_no_permission: AtomicU64,
+    pub dropped_bandwidth: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub stun_bindings: AtomicU64,
+    auth_failures: [AtomicU64; 8],
+}
+
+impl Metrics {
+    pub fn auth_failure(&self, why: AuthFailure) {
+        if let Some(i) = AUTH_REASONS.iter().position(|r| *r == why) {
+            self.auth_failures[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn auth_failures(&self, why: AuthFailure) -> u64 {
+        AUTH_REASONS
+            .iter()
+            .position(|r| *r == why)
+            .map(|i| self.auth_failures[i].load(Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// The Prometheus exposition of every counter (namespace `hpb_turn`).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let mut gauge = |name: &str, help: &str, v: i64| {
+            let _ = writeln!(
+                s,
+                "# HELP hpb_turn_{name} {help}\n# TYPE hpb_turn_{name} gauge\nhpb_turn_{name} {v}"
+            );
+        };
+        gauge(
+            "allocations",
+            "Current TURN allocations.",
+            self.allocations.load(Relaxed),
+        );
+        gauge(
+            "permissions",
+            "Current permissions over all allocations.",
+            self.permissions.load(Relaxed),
+        );
+        gauge(
+            "channels",
+            "Current channel bindings over all allocations.",
+            self.channels.load(Relaxed),
+        );
+        let counters = [
+            (
+                "allocations_total",
+                "Allocations created.",
+                &self.allocations_total,
+            ),
+            (
+                "stun_bindings_total",
+                "STUN Binding requests answered.",
+                &self.stun_bindings,
+            ),
+            (
+                "refused_peers_total",
+                "Peer addresses refused by the peer policy.",
+                &self.refused_peers,
+            ),
+            (
+                "quota_refusals_total",
+                "Allocations refused by a quota (486).",
+                &self.quota_refusals,
+            ),
+            (
+                "rate_limited_total",
+                "Requests ignored after too many failed authentications.",
+                &self.rate_limited,
+            ),
+            (
+                "dropped_malformed_total",
+                "Packets that were neither STUN nor ChannelData.",
+                &self.dropped_malformed,
+            ),
+            (
+                "dropped_no_permission_total",
+                "Relayed packets dropped for lack of a permission.",
+                &self.dropped_no_permission,
+            ),
+            (
+                "dropped_bandwidth_total",
+                "Relayed packets dropped over a bandwidth cap.",
+                &self.dropped_bandwidth,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                s,
+                "# HELP hpb_turn_{name} {help}\n# TYPE hpb_turn_{name} counter\nhpb_turn_{name} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP hpb_turn_relayed_bytes_total Relayed payload bytes.\n# TYPE hpb_turn_relayed_bytes_total counter"
+        );
+        let _ = writeln!(
+            s,
+            "hpb_turn_relayed_bytes_total{{direction=\"to_peer\"}} {}",
+            self.bytes_to_peer.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "hpb_turn_relayed_bytes_total{{direction=\"to_client\"}} {}",
+            self.bytes_to_client.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP hpb_turn_relayed_packets_total Relayed packets.\n# TYPE hpb_turn_relayed_packets_total counter"
+        );
+        let _ = writeln!(
+            s,
+            "hpb_turn_relayed_packets_total{{direction=\"to_peer\"}} {}",
+            self.packets_to_peer.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "hpb_turn_relayed_packets_total{{direction=\"to_client\"}} {}",
+            self.packets_to_client.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP hpb_turn_auth_failures_total Failed authentications by reason.\n# TYPE hpb_turn_auth_failures_total counter"
+        );
+        for (i, r) in AUTH_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "hpb_turn_auth_failures_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.auth_failures[i].load(Relaxed)
+            );
+        }
+        s
+    }
+}

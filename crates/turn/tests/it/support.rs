@@ -1,0 +1,34 @@
+//! Starting a TURN server on loopback for one test, and TURN REST credentials.
+
+use std::net::SocketAddr;
+
+use hpb_turn::{TurnConfig, TurnServer};
+
+pub const SECRET: &str = "test-turn-secret";
+pub const REALM: &str = "hpb.test";
+
+/// A config on 127.0.0.1 with a free port, loopback peers allowed (tests only).
+pub fn loopback_config() -> TurnConfig {
+    let mut cfg = TurnConfig::new(vec![SECRET.as_bytes().to_vec()]);
+    cfg.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+    cfg.realm = REALM.into();
+    cfg.allow_loopback_peers = true;
+    cfg.workers = 2;
+    cfg
+}
+
+pub async fn start(cfg: TurnConfig) -> TurnServer {
+    TurnServer::start(cfg).await.expect("TURN server starts")
+}
+
+pub fn udp_addr(s: &TurnServer) -> SocketAddr {
+    s.udp[0]
+}
+
+/// Whether coturn's client tools are installed (`cargo xtask deps` installs them).
+pub fn require_turnutils() {
+    assert!(
+        std::path::Path::new("/usr/bin/turnutils_uclient").is_file(),
+        "turnutils_uclient is missing: run `cargo xtask deps` (Debian package coturn)"
+    );
+}
