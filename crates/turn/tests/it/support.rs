@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use hpb_turn::{TurnConfig, TurnServer};
 
 pub const SECRET: &str = "test-turn-secret";
@@ -31,4 +33,21 @@ pub fn require_turnutils() {
         std::path::Path::new("/usr/bin/turnutils_uclient").is_file(),
         "turnutils_uclient is missing: run `cargo xtask deps` (Debian package coturn)"
     );
+}
+
+/// A rustls server config with a fresh self-signed certificate for localhost.
+pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("self-signed certificate");
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        cert.signing_key.serialize_der(),
+    ));
+    Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![der], key)
+            .expect("server config"),
+    )
 }
