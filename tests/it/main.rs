@@ -17,3 +17,4 @@ mod resume;
 mod rooms;
 mod smoke;
 mod transient;
+mod turn;

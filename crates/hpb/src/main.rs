@@ -67,6 +67,22 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
         print_sandbox_instructions(addr, g);
     }
     tracing::info!(%addr, "hpb serving signaling");
+    // Kept alive for the life of the process; its listeners run on their own threads.
+    let _turn = match loaded.turn {
+        Some(t) => {
+            let server = hpb_turn::TurnServer::start(t.config)
+                .await
+                .context("the built-in TURN server could not start")?;
+            for a in &server.udp {
+                println!("turn: udp+tcp {a}");
+            }
+            if let Some(a) = server.tls {
+                println!("turn: tls {a}");
+            }
+            Some(server)
+        }
+        None => None,
+    };
     let hub = signaling.hub.clone();
     let app = signaling.router();
     axum::serve(
@@ -95,6 +111,9 @@ fn print_sandbox_instructions(addr: SocketAddr, g: &config::GeneratedSecrets) {
         "  occ talk:signaling:add http://{addr} {}",
         g.signaling_secret
     );
+    if let Some(internal) = &g.internal_secret {
+        println!("Internal client secret (recording server, SIP bridge): {internal}");
+    }
     println!("For production, write an hpb.toml (see README) and run: hpb --config hpb.toml");
     println!();
 }

@@ -1,6 +1,6 @@
 //! Test doubles and helpers for hpb's end-to-end tests: a fake Nextcloud Talk
-//! ([`FakeNextcloud`]), a WebSocket signaling client ([`TestClient`]) and a launcher for
-//! the real hpb binary ([`Hpb`]).
+//! ([`FakeNextcloud`]), a WebSocket signaling client ([`TestClient`]), a launcher for
+//! the real hpb binary ([`Hpb`]) and coturn's TURN client tools ([`turnutils`]).
 //!
 //! Nothing here uses hpb's own crates: the checksums, tickets and tokens are computed
 //! independently, the way Nextcloud Talk and its clients compute them, so the tests catch
@@ -22,6 +22,7 @@
 
 pub mod fake_nextcloud;
 pub mod hpb_process;
+pub mod turnutils;
 pub mod ws_client;
 
 pub use fake_nextcloud::{

@@ -63,6 +63,13 @@ pub fn defaults_layer() -> LayerBuilder {
     set(&["mcu", "maxstreambitrate"], uint(d.mcu_max_stream_bitrate));
     set(&["mcu", "maxscreenbitrate"], uint(d.mcu_max_screen_bitrate));
     set(&["turn", "servers"], list(Vec::<String>::new()));
+    // The built-in TURN server (on when a TURN secret is set); defaults as coturn's.
+    set(&["turn", "port"], uint(3478));
+    set(&["turn", "relay_range"], text("49152-65535"));
+    set(&["turn", "allow_loopback_peers"], boolean(false));
+    set(&["turn", "total_quota"], uint(0));
+    set(&["turn", "user_quota"], uint(0));
+    set(&["turn", "max_bps"], uint(0));
     set(
         &["federation", "timeout"],
         uint(d.federation.timeout.as_secs()),

@@ -12,6 +12,7 @@ mod resolve;
 mod schema;
 mod show;
 mod toml_file;
+mod turn;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct Sources {
 pub struct GeneratedSecrets {
     /// The common backend secret to paste into Talk's admin settings.
     pub signaling_secret: String,
+    /// `[clients] internalsecret`, for a recording server or SIP bridge.
+    pub internal_secret: Option<String>,
 }
 
 /// The loaded, validated configuration.
@@ -52,6 +55,8 @@ pub struct Loaded {
     pub signaling: SignalingConfig,
     /// `[log] level`: a tracing filter.
     pub log_level: String,
+    /// The built-in TURN server, if a TURN secret is configured.
+    pub turn: Option<turn::TurnSettings>,
     /// Set in the development sandbox (no configuration at all).
     pub generated_secrets: Option<GeneratedSecrets>,
     /// Things to log at warn: ignored upstream settings, weak keys, deprecated keys, …
@@ -141,6 +146,11 @@ fn load_from(
             .as_ref()
             .map(|c| GeneratedSecrets {
                 signaling_secret: String::from_utf8_lossy(&c.secret).into_owned(),
+                internal_secret: resolved
+                    .signaling
+                    .internal_secret
+                    .as_ref()
+                    .map(|s| String::from_utf8_lossy(s).into_owned()),
             })
     } else {
         None
@@ -149,6 +159,7 @@ fn load_from(
         listen: resolved.listen,
         signaling: resolved.signaling,
         log_level: resolved.log_level,
+        turn: resolved.turn,
         generated_secrets,
         warnings,
         merged,

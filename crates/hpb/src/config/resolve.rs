@@ -23,19 +23,21 @@ pub struct Resolved {
     pub listen: SocketAddr,
     pub signaling: SignalingConfig,
     pub log_level: String,
+    /// The built-in TURN server, when a TURN secret is configured.
+    pub turn: Option<super::turn::TurnSettings>,
 }
 
-struct Reader<'a> {
-    m: &'a Merged,
+pub(super) struct Reader<'a> {
+    pub(super) m: &'a Merged,
 }
 
 impl<'a> Reader<'a> {
-    fn item(&self, section: &str, key: &str) -> Option<&'a Item> {
+    pub(super) fn item(&self, section: &str, key: &str) -> Option<&'a Item> {
         self.m.get(section, key)
     }
 
     /// A string value; `None` when absent or empty.
-    fn text(&self, section: &str, key: &str) -> Result<Option<(String, &'a Item)>> {
+    pub(super) fn text(&self, section: &str, key: &str) -> Result<Option<(String, &'a Item)>> {
         match self.item(section, key) {
             Some(i) => {
                 let t = i.text()?;
@@ -45,15 +47,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn boolean(&self, section: &str, key: &str, default: bool) -> Result<bool> {
+    pub(super) fn boolean(&self, section: &str, key: &str, default: bool) -> Result<bool> {
         self.item(section, key).map_or(Ok(default), Item::boolean)
     }
 
-    fn uint(&self, section: &str, key: &str, default: u64) -> Result<u64> {
+    pub(super) fn uint(&self, section: &str, key: &str, default: u64) -> Result<u64> {
         self.item(section, key).map_or(Ok(default), Item::uint)
     }
 
-    fn positive(&self, section: &str, key: &str, default: u64) -> Result<u64> {
+    pub(super) fn positive(&self, section: &str, key: &str, default: u64) -> Result<u64> {
         let n = self.uint(section, key, default)?;
         if n == 0
             && let Some(i) = self.item(section, key)
@@ -63,7 +65,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn list(&self, section: &str, key: &str) -> Result<Vec<String>> {
+    pub(super) fn list(&self, section: &str, key: &str) -> Result<Vec<String>> {
         self.item(section, key).map_or(Ok(Vec::new()), Item::list)
     }
 }
@@ -120,7 +122,7 @@ fn listen(r: &Reader<'_>, warnings: &mut Vec<String>) -> Result<SocketAddr> {
     })
 }
 
-fn parse_net(s: &str) -> Option<IpNet> {
+pub(super) fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
@@ -267,8 +269,13 @@ fn backends(
             }
         }
         if url_items.is_empty() {
+            let defined = m
+                .backend_sources
+                .get(&id)
+                .map(|(src, _)| format!(" (defined at {src})"))
+                .unwrap_or_default();
             bail!(
-                "backend \"{id}\" has no urls: set urls = https://cloud.example.com (the Nextcloud it serves) in {}",
+                "backend \"{id}\" has no urls: set urls = https://cloud.example.com (the Nextcloud it serves) in {}{defined}",
                 backend_home(&id, table_layer)
             );
         }
@@ -480,8 +487,12 @@ pub fn resolve(m: &Merged, dev: bool, warnings: &mut Vec<String>) -> Result<Reso
         let api_key = r.text("turn", "apikey")?;
         let secret = r.text("turn", "secret")?;
         let (Some((api_key, _)), Some((secret, _))) = (api_key, secret) else {
+            let src = r
+                .item("turn", "servers")
+                .map(|i| format!(" (servers from {})", i.source))
+                .unwrap_or_default();
             bail!(
-                "[turn] servers is set, so [turn] apikey and [turn] secret are required too (the TURN REST API key clients send, and the secret shared with the TURN server); set both, or remove servers"
+                "[turn] servers is set{src}, so [turn] apikey and [turn] secret are required too (the TURN REST API key clients send, and the secret shared with the TURN server); set both, or remove servers"
             );
         };
         for s in &servers {
@@ -515,9 +526,27 @@ pub fn resolve(m: &Merged, dev: bool, warnings: &mut Vec<String>) -> Result<Reso
             "the development sandbox accepts any Nextcloud that knows its generated secret, and it listens on {listen}, reachable from other hosts; write a configuration for production"
         ));
     }
+    let turn = super::turn::resolve(&r, warnings)?;
+    if cfg.turn.is_none()
+        && let (Some(t), Some((api_key, _))) = (&turn, r.text("turn", "apikey")?)
+    {
+        // /turn/credentials for the built-in server: its own URIs, from [turn] domain.
+        let servers = super::turn::builtin_uris(&r, &t.config)?;
+        if servers.is_empty() {
+            warnings.push(
+                "[turn] apikey is set but /turn/credentials has no URIs to hand out: set [turn] domain (the name clients reach the built-in TURN server by) or [turn] servers".into(),
+            );
+        }
+        cfg.turn = Some(TurnRestConfig {
+            api_key,
+            secret: t.config.secrets[0].clone(),
+            servers,
+        });
+    }
     Ok(Resolved {
         listen,
         signaling: cfg,
         log_level: log_level(&r)?,
+        turn,
     })
 }

@@ -27,14 +27,6 @@ pub fn udp_addr(s: &TurnServer) -> SocketAddr {
     s.udp[0]
 }
 
-/// Whether coturn's client tools are installed (`cargo xtask deps` installs them).
-pub fn require_turnutils() {
-    assert!(
-        std::path::Path::new("/usr/bin/turnutils_uclient").is_file(),
-        "turnutils_uclient is missing: run `cargo xtask deps` (Debian package coturn)"
-    );
-}
-
 /// A rustls server config with a fresh self-signed certificate for localhost.
 pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -50,4 +42,25 @@ pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
             .with_single_cert(vec![der], key)
             .expect("server config"),
     )
+}
+
+/// The value of one metric line of `render()` (`name` with its labels, e.g.
+/// `hpb_turn_auth_failures_total{reason="wrong_password"}`).
+pub fn metric(s: &TurnServer, name: &str) -> i64 {
+    let text = s.metrics();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+/// Waits (at most 10 s) until `metric(name)` satisfies `ok`; returns the last value.
+pub async fn wait_metric(s: &TurnServer, name: &str, ok: impl Fn(i64) -> bool) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = metric(s, name);
+        if ok(v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -1,62 +1,9 @@
 //! coturn's `turnutils_uclient` against hpb's TURN server: the client Talk admins already
 //! trust to check a TURN server.
 
-use std::process::Stdio;
-use std::time::Duration;
+use hpb_test_support::turnutils::{EchoPeer, uclient};
 
-use crate::support::{SECRET, loopback_config, require_turnutils, start, udp_addr};
-
-struct Run {
-    code: Option<i32>,
-    out: String,
-}
-
-async fn uclient(args: &[&str]) -> Run {
-    require_turnutils();
-    let child = tokio::process::Command::new("turnutils_uclient")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("turnutils_uclient starts");
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("turnutils_uclient finishes within 2 minutes")
-        .expect("turnutils_uclient output");
-    Run {
-        code: out.status.code(),
-        out: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
-
-/// (sent, received, lost packets) from uclient's summary lines.
-fn totals(out: &str) -> (u64, u64, u64) {
-    let num_after = |key: &str| -> u64 {
-        out.lines()
-            .rev()
-            .find_map(|l| {
-                let i = l.find(key)?;
-                l[i + key.len()..]
-                    .trim_start_matches([':', ' ', '='])
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(u64::MAX)
-    };
-    (
-        num_after("tot_send_msgs"),
-        num_after("tot_recv_msgs"),
-        num_after("Total lost packets"),
-    )
-}
+use crate::support::{SECRET, loopback_config, start, udp_addr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_client_to_client_relays_every_message() {
@@ -82,24 +29,7 @@ async fn udp_client_to_client_relays_every_message() {
         "127.0.0.1",
     ])
     .await;
-    let (sent, recv, lost) = totals(&r.out);
-    assert_eq!(r.code, Some(0), "{}", r.out);
-    assert_eq!(sent, 800, "{}", r.out);
-    assert_eq!(recv, 800, "{}", r.out);
-    assert_eq!(lost, 0, "{}", r.out);
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn assert_all_delivered(r: &Run, want: u64) {
-    let (sent, recv, lost) = totals(&r.out);
-    assert_eq!(r.code, Some(0), "{}", r.out);
-    assert_eq!((sent, recv, lost), (want, want, 0), "{}", r.out);
+    r.assert_all_delivered(800);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +57,7 @@ async fn tcp_client_to_client_relays_every_message() {
         "127.0.0.1",
     ])
     .await;
-    assert_all_delivered(&r, 800);
+    r.assert_all_delivered(800);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,21 +89,13 @@ async fn tls_client_to_client_relays_every_message() {
         "127.0.0.1",
     ])
     .await;
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_allocations_through_an_echo_peer() {
     let s = start(loopback_config()).await;
-    let peer_port = free_udp_port();
-    let mut peer = tokio::process::Command::new("turnutils_peer")
-        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("turnutils_peer starts");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let peer = EchoPeer::start().await;
     let port = udp_addr(&s).port().to_string();
     let r = uclient(&[
         "-W",
@@ -192,14 +114,14 @@ async fn many_allocations_through_an_echo_peer() {
         "-e",
         "127.0.0.1",
         "-r",
-        &peer_port.to_string(),
+        &peer.port.to_string(),
         "-p",
         &port,
         "127.0.0.1",
     ])
     .await;
-    let _ = peer.kill().await;
-    assert_all_delivered(&r, 1000);
+    drop(peer);
+    r.assert_all_delivered(1000);
     let m = s.metrics();
     assert!(
         m.contains("hpb_turn_relayed_packets_total{direction=\"to_peer\"} 1000"),
