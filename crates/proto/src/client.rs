@@ -468,15 +468,33 @@ fn parse_hello(id: &Option<String>, raw: &RawValue) -> Result<Hello, ParseError>
             )
         })
     };
+    // Upstream validates the v2 token parameter with the message: a missing token is a
+    // malformed hello (`invalid_format`), not an invalid token.
+    let check_v2_params = |params: &RawValue| {
+        if version != HelloVersion::V2 {
+            return Ok(());
+        }
+        let p: TokenParams = body(id, "hello.auth.params", params)?;
+        if p.token.is_empty() {
+            return Err(ParseError::new(
+                id,
+                ErrorCode::InvalidFormat,
+                "hello v2 needs \"auth.params.token\" (the JWT from Talk's signaling settings)",
+            ));
+        }
+        Ok(())
+    };
     let kind = match auth_kind {
-        "client" => HelloKind::Client {
-            url: canonical_url(&auth.url)?,
-            params,
-        },
-        "federation" => HelloKind::Federation {
-            url: canonical_url(&auth.url)?,
-            params,
-        },
+        "client" => {
+            let url = canonical_url(&auth.url)?;
+            check_v2_params(&params)?;
+            HelloKind::Client { url, params }
+        }
+        "federation" => {
+            let url = canonical_url(&auth.url)?;
+            check_v2_params(&params)?;
+            HelloKind::Federation { url, params }
+        }
         "internal" => {
             let p: InternalAuth = body(id, "hello.auth.params", &params)?;
             if p.backend.is_empty() {
@@ -703,6 +721,30 @@ mod tests {
         assert_eq!(
             err(r#"{"type":"hello","hello":{"version":"1.0","auth":{"type":"magic","url":"https://c/","params":{"a":1}}}}"#).code,
             ErrorCode::InvalidFormat
+        );
+    }
+
+    #[test]
+    fn hello_v2_needs_a_token() {
+        for auth_type in ["client", "federation"] {
+            let no_token = format!(
+                r#"{{"id":"2","type":"hello","hello":{{"version":"2.0","auth":{{"type":"{auth_type}","url":"https://c/","params":{{"userid":"a","ticket":"t"}}}}}}}}"#
+            );
+            let e = err(&no_token);
+            assert_eq!(
+                (e.code, e.id.as_deref()),
+                (ErrorCode::InvalidFormat, Some("2"))
+            );
+            assert!(e.message.contains("auth.params.token"), "{}", e.message);
+            let bad_type = format!(
+                r#"{{"type":"hello","hello":{{"version":"2.0","auth":{{"type":"{auth_type}","url":"https://c/","params":{{"token":7}}}}}}}}"#
+            );
+            assert_eq!(err(&bad_type).code, ErrorCode::InvalidFormat);
+        }
+        // v1 params are Talk's business, passed on verbatim.
+        assert!(
+            parse(r#"{"type":"hello","hello":{"version":"1.0","auth":{"url":"https://c/","params":{"x":1}}}}"#)
+                .is_ok()
         );
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -42,9 +42,17 @@ pub async fn room_request(
     Path(room_id): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let ip = client_ip(&hub.cfg.trusted_proxies, peer.ip(), &headers);
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request too large: the limit is {MAX_ROOM_REQUEST_BYTES} bytes"),
+        )
+    };
+    // The headers are checked before the body is read, so an oversized or unauthenticated
+    // request costs nothing.
     let Some(len) = header_str(&headers, header::CONTENT_LENGTH.as_str()) else {
         return refuse(
             StatusCode::LENGTH_REQUIRED,
@@ -54,12 +62,8 @@ pub async fn room_request(
     if len
         .parse::<usize>()
         .is_ok_and(|n| n > MAX_ROOM_REQUEST_BYTES)
-        || body.len() > MAX_ROOM_REQUEST_BYTES
     {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request too large: the limit is {MAX_ROOM_REQUEST_BYTES} bytes"),
-        );
+        return too_large();
     }
     let ct = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
     if !ct.starts_with("application/json") {
@@ -68,19 +72,38 @@ pub async fn room_request(
             format!("Unsupported Content-Type \"{ct}\": send application/json"),
         );
     }
-    let (Some(random), Some(sum)) = (
+    let (random, sum) = (
         header_str(&headers, checksum::HEADER_RANDOM),
         header_str(&headers, checksum::HEADER_CHECKSUM),
-    ) else {
-        tracing::warn!(remote = %ip, room = %room_id, "backend request without checksum headers");
-        return refuse(
-            StatusCode::FORBIDDEN,
-            format!(
-                "Authentication check failed: the {} and {} headers are missing (a proxy between Nextcloud and hpb may drop them)",
+    );
+    let (Some(random), Some(sum)) = (random, sum) else {
+        let missing = match (random, sum) {
+            (None, None) => format!(
+                "the {} and {} headers are missing",
                 checksum::HEADER_RANDOM,
                 checksum::HEADER_CHECKSUM
             ),
+            (None, _) => format!("the {} header is missing", checksum::HEADER_RANDOM),
+            _ => format!("the {} header is missing", checksum::HEADER_CHECKSUM),
+        };
+        tracing::warn!(remote = %ip, room = %room_id, reason = %missing, "backend request without checksum headers");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Authentication check failed: {missing} (a proxy between Nextcloud and hpb may drop them)"
+            ),
         );
+    };
+    // The Content-Length is at most the limit and hyper holds the body to it, so a
+    // failure here is a broken connection or a body shorter than announced.
+    let body: Bytes = match axum::body::to_bytes(body, MAX_ROOM_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("Could not read the request body: {e}"),
+            );
+        }
     };
     if hub.throttle.is_blocked(ip, Action::BackendRoomAuth) {
         return refuse(
@@ -159,6 +182,13 @@ fn select_backend(
         })
 }
 
+/// `^\+\d{2,}$`: what upstream accepts as a dial-out number.
+fn is_e164(number: &str) -> bool {
+    number
+        .strip_prefix('+')
+        .is_some_and(|d| d.len() >= 2 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn roomlist(kind: &str, payload: Value) -> axum::extract::ws::Utf8Bytes {
     server::event("roomlist", kind, &payload).into()
 }
@@ -220,6 +250,20 @@ impl Hub {
                 let mut seen = HashSet::new();
                 for s in targets {
                     if !seen.insert(s.public_id.clone()) {
+                        continue;
+                    }
+                    if s.kind == ClientKind::Virtual {
+                        // The SIP bridge owning the virtual session is asked to hang up
+                        // (upstream: VirtualSession on roomlist disinvite).
+                        if let (Some(owner), Some(vid)) = (&s.owner, &s.virtual_id)
+                            && s.room().is_some_and(|r| r.id == room_id)
+                        {
+                            let hangup = json!({"type": "control", "control": {
+                                "recipient": {"type": "session", "sessionid": vid},
+                                "data": {"type": "hangup", "hangup": {"reason": "disinvited"}},
+                            }});
+                            self.deliver(owner, &hangup.to_string().into());
+                        }
                         continue;
                     }
                     self.deliver(&s, &frame);
@@ -293,12 +337,39 @@ impl Hub {
                     }
                 }
             }
-            RoomRequest::Dialout(_) => {
+            RoomRequest::Dialout(raw) => {
+                let d: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+                let number = d.get("number").and_then(Value::as_str).unwrap_or_default();
+                let (status, code, message) = if number.is_empty() {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "number_missing",
+                        "No number provided: dialout.number must be an E.164 number like +4930123456".to_string(),
+                    )
+                } else if !is_e164(number) {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_number",
+                        format!("Expected an E.164 number like +4930123456, got {number:?}"),
+                    )
+                } else if room_id.is_empty() || !room_id.bytes().all(|b| b.is_ascii_digit()) {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_roomid",
+                        format!("The room id must be numeric for a dial-out, got {room_id:?}"),
+                    )
+                } else {
+                    (
+                        StatusCode::NOT_FOUND,
+                        "no_client_available",
+                        "hpb has no SIP bridge (internal client with the start-dialout feature) connected for this backend".to_string(),
+                    )
+                };
                 let body = json!({"type": "dialout", "dialout": {"error": {
-                    "code": "no_client_available",
-                    "message": "hpb has no SIP bridge (internal client with the start-dialout feature) connected for this backend"
+                    "code": code,
+                    "message": message
                 }}});
-                return Err((StatusCode::NOT_FOUND, body.to_string()));
+                return Err((status, body.to_string()));
             }
         }
         Ok(())
@@ -337,7 +408,16 @@ impl Hub {
 
     async fn delete_room(self: &Arc<Self>, room: &Arc<Room>) {
         let members = room.members();
-        let delete = server::event("room", "delete", &json!({"roomid": room.id})).into();
+        // Upstream's notifyInternalRoomDeleted: an event without payload.
+        let delete: axum::extract::ws::Utf8Bytes = server::frame(
+            None,
+            "event",
+            Some(&server::BareEvent {
+                target: "room",
+                kind: "delete",
+            }),
+        )
+        .into();
         let moved = server::frame(
             None,
             "room",
@@ -391,12 +471,43 @@ impl Hub {
         self.deliver_room(room, &refresh, None, |r| {
             r.kind != ClientKind::Virtual && !r.has_feature(hpb_proto::features::CLIENT_CHAT_RELAY)
         });
+        let relay = |r: &Session| {
+            r.kind != ClientKind::Virtual && r.has_feature(hpb_proto::features::CLIENT_CHAT_RELAY)
+        };
+        let hide = crate::session::PERM_HIDE_DISPLAYNAMES;
         for c in comments {
             let frame = event(&json!({"type": "chat", "chat": {"comment": c}}));
-            self.deliver_room(room, &frame, None, |r| {
-                r.kind != ClientKind::Virtual
-                    && r.has_feature(hpb_proto::features::CLIENT_CHAT_RELAY)
-            });
+            let named = c
+                .get("actorDisplayName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !named {
+                self.deliver_room(room, &frame, None, relay);
+                continue;
+            }
+            self.deliver_room(room, &frame, None, |r| relay(r) && !r.has_permission(hide));
+            // Sessions that must not see display names get the comment without it.
+            let mut blanked = c.clone();
+            blanked["actorDisplayName"] = Value::String(String::new());
+            let frame = event(&json!({"type": "chat", "chat": {"comment": blanked}}));
+            self.deliver_room(room, &frame, None, |r| relay(r) && r.has_permission(hide));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_e164;
+
+    #[test]
+    fn dialout_numbers_follow_upstreams_pattern() {
+        for ok in ["+49", "+4930123456", "+123456789012345"] {
+            assert!(is_e164(ok), "{ok}");
+        }
+        for bad in [
+            "", "+", "+4", "4930123", "+49 30", "+49-30", "++49", "+４９",
+        ] {
+            assert!(!is_e164(bad), "{bad}");
         }
     }
 }

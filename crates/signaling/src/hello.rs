@@ -65,8 +65,16 @@ impl Hub {
         };
         let counted = matches!(ident.kind, ClientKind::Client | ClientKind::Federation);
         if counted && !ident.backend.try_add_session() {
+            let setting = if ident.backend.compat {
+                "[backend] sessionlimit".to_string()
+            } else {
+                format!(
+                    "[backends.{0}] sessionlimit, server.conf: [{0}] sessionlimit",
+                    ident.backend.id
+                )
+            };
             let msg = format!(
-                "backend {} already has its limit of {} sessions (sessionlimit); raise it or wait for sessions to end",
+                "backend {} already has its limit of {} sessions ({setting}); raise it or wait for sessions to end",
                 ident.backend.label(),
                 ident.backend.session_limit
             );
@@ -300,13 +308,26 @@ impl Hub {
             };
             return Err(Refusal::new(ErrorCode::InvalidToken, why));
         }
-        let url = hpb_proto::backend_url::canonical(&p.backend).map_err(|e| {
-            Refusal::new(
+        let backend = match hpb_proto::backend_url::canonical(&p.backend) {
+            Ok(url) => self
+                .backends
+                .lookup(&url)
+                .map(|b| (b, url))
+                .map_err(backend_refusal),
+            Err(e) => Err(Refusal::new(
                 ErrorCode::InvalidBackend,
                 format!("internal hello backend: {e}"),
-            )
-        })?;
-        let backend = self.backends.lookup(&url).map_err(backend_refusal)?;
+            )),
+        };
+        let (backend, url) = match backend {
+            Ok(found) => found,
+            Err(refusal) => {
+                // Like upstream, an unknown backend counts as a failed internal hello.
+                let delay = self.throttle.record_failure(conn.ip, Action::HelloInternal);
+                tokio::time::sleep(delay).await;
+                return Err(refusal);
+            }
+        };
         Ok(Identity {
             kind: ClientKind::Internal,
             backend,
@@ -364,27 +385,49 @@ impl Hub {
                 id,
                 ErrorCode::NoSuchSession,
                 &format!(
-                    "the session expired (it is kept {} s after a disconnect) or is unknown; send a new hello",
-                    self.cfg.limits.resume_window.as_secs()
+                    "the session expired (it is kept {:?} after a disconnect, [limits] resume_window_ms) or is unknown; send a new hello",
+                    self.cfg.limits.resume_window
                 ),
                 None,
             );
             return None;
         };
         let reply = self.hello_reply(id, &s, version);
-        let (previous, pending) = {
+        let resumed = {
             let mut d = s.delivery.lock();
-            let old = std::mem::replace(&mut *d, Delivery::Connected(conn.outbox.clone()));
-            // The reply goes first, then everything that waited for the client.
-            conn.outbox.push_all([reply.into()]);
-            match old {
-                Delivery::Connected(o) => {
-                    let unsent = o.take_unsent();
-                    (Some(o), unsent)
-                }
-                Delivery::Offline { buffer, .. } => (None, buffer),
-                _ => (None, Default::default()),
+            if matches!(*d, Delivery::Closed) {
+                // The session was closed (expired) between the lookup and now.
+                None
+            } else {
+                let old = std::mem::replace(&mut *d, Delivery::Connected(conn.outbox.clone()));
+                let (previous, pending) = match old {
+                    Delivery::Connected(o) => {
+                        let unsent = o.take_unsent();
+                        (Some(o), unsent)
+                    }
+                    Delivery::Offline { buffer, .. } => (None, buffer),
+                    _ => (None, Default::default()),
+                };
+                let had_participants = pending.iter().any(|f| {
+                    f.as_str()
+                        .contains(r#""target":"participants","type":"update""#)
+                });
+                // The reply goes first, then everything that waited for the client, all
+                // before the lock is released so frames delivered from now on queue
+                // behind them in order.
+                conn.outbox
+                    .push_all(std::iter::once(reply.into()).chain(pending));
+                Some((previous, had_participants))
             }
+        };
+        let Some((previous, had_participants)) = resumed else {
+            conn.error(
+                id,
+                ErrorCode::NoSuchSession,
+                "the session ended while resuming it; send a new hello",
+                None,
+            );
+            return None;
         };
         if let Some(o) = previous {
             let bye = server::frame(
@@ -402,11 +445,6 @@ impl Hub {
                 },
             );
         }
-        let had_participants = pending.iter().any(|f| {
-            f.as_str()
-                .contains(r#""target":"participants","type":"update""#)
-        });
-        conn.outbox.push_all(pending);
         if !had_participants && let Some(room) = s.room() {
             self.send_participants_snapshot(&room, &s);
         }

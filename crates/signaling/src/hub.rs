@@ -59,7 +59,7 @@ impl CloseReason {
                 "client too slow: more than {limit} frames were waiting to be sent ([limits] max_queued_messages); reconnect with a new hello"
             ),
             CloseReason::RoomJoinTimeout => {
-                "anonymous sessions must join a room within the room join timeout".into()
+                "anonymous sessions (guests) must join a room within [limits] room_join_timeout_ms of their hello or of leaving a room".into()
             }
             CloseReason::RoomSessionReconnected => {
                 "the Talk session reconnected on another signaling connection".into()
@@ -335,7 +335,18 @@ impl Hub {
                 keys.into_iter().filter_map(|k| v.remove(&k)).collect()
             };
             for vs in owned {
+                let room_id = vs.room().map(|r| r.id.clone());
                 Box::pin(self.close_session(&vs, CloseReason::Removed)).await;
+                // Like upstream's VirtualSession.Close: Nextcloud learns that the
+                // participant left instead of waiting for the missing pings.
+                if let Some(room_id) = room_id {
+                    let hub = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = hub.announce_virtual(&vs, &room_id, "remove").await {
+                            tracing::warn!(session = %vs.public_id, room = %room_id, error = %e, "could not tell Nextcloud that the virtual session left");
+                        }
+                    });
+                }
             }
         }
         tracing::debug!(session = %s.public_id, backend = %s.backend.id, ?reason, "session closed");

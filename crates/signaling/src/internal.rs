@@ -98,10 +98,9 @@ impl Hub {
             .filter(|r| r.id == a.roomid)
             .or_else(|| self.room(&owner.backend.id, &a.roomid))
         else {
-            return Err(format!(
-                "room {} has no sessions on this server; the internal client must join it first",
-                a.roomid
-            ));
+            // Upstream ignores these silently; say why in the log.
+            tracing::warn!(session = %owner.public_id, room = %a.roomid, "addsession ignored: the room has no sessions on this server; the internal client must join it first");
+            return Ok(());
         };
         let key = (owner.public_id.clone(), a.sessionid.clone());
         if self.virtuals.lock().contains_key(&key) {
@@ -155,7 +154,7 @@ impl Hub {
     }
 
     /// Tell Nextcloud about a virtual session (actor-based room join/leave, or session add/remove).
-    async fn announce_virtual(
+    pub(crate) async fn announce_virtual(
         &self,
         v: &Session,
         room_id: &str,
@@ -184,7 +183,12 @@ impl Hub {
                 action,
                 sessionid: &v.public_id,
                 userid: &user,
-                user: v.user_data.as_deref(),
+                // Like upstream, only the add carries the user data.
+                user: if action == "add" {
+                    v.user_data.as_deref()
+                } else {
+                    None
+                },
             };
             self.nextcloud
                 .request(&v.backend, &v.backend_url, "session", &body)

@@ -61,6 +61,8 @@ impl Capabilities {
     }
 }
 
+type CapsSlot = Arc<tokio::sync::Mutex<Option<CapsEntry>>>;
+
 struct CapsEntry {
     caps: Arc<Capabilities>,
     fetched: Instant,
@@ -73,7 +75,9 @@ struct CapsEntry {
 pub struct Nextcloud {
     http: reqwest::Client,
     timeout: Duration,
-    caps: tokio::sync::Mutex<HashMap<String, CapsEntry>>,
+    /// Per base URL: its cache entry behind its own lock, so refreshes of one Nextcloud
+    /// are serialised without a slow Nextcloud holding up the others.
+    caps: parking_lot::Mutex<HashMap<String, CapsSlot>>,
     features_header: String,
 }
 
@@ -97,7 +101,7 @@ impl Nextcloud {
         Ok(Self {
             http,
             timeout: cfg.backend_timeout,
-            caps: tokio::sync::Mutex::new(HashMap::new()),
+            caps: parking_lot::Mutex::new(HashMap::new()),
             features_header,
         })
     }
@@ -224,8 +228,9 @@ impl Nextcloud {
     /// Talk's capabilities for a Nextcloud base URL, cached per URL.
     pub async fn capabilities(&self, base: &Url) -> Result<Arc<Capabilities>, NextcloudError> {
         let key = base.to_string();
-        let mut cache = self.caps.lock().await;
-        let etag = match cache.get(&key) {
+        let slot = self.caps.lock().entry(key).or_default().clone();
+        let mut cached = slot.lock().await;
+        let etag = match cached.as_ref() {
             Some(e) if e.fetched.elapsed() < e.max_age => return Ok(e.caps.clone()),
             Some(e) => e.etag.clone(),
             None => None,
@@ -248,7 +253,7 @@ impl Nextcloud {
             .unwrap_or(Duration::ZERO)
             .max(MIN_CAPS_AGE);
         if resp.status().as_u16() == 304
-            && let Some(e) = cache.get_mut(&key)
+            && let Some(e) = cached.as_mut()
         {
             e.fetched = Instant::now();
             e.max_age = max_age;
@@ -283,25 +288,25 @@ impl Nextcloud {
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
         });
-        let invalidated = cache.get(&key).and_then(|e| e.invalidated);
-        cache.insert(
-            key,
-            CapsEntry {
-                caps: caps.clone(),
-                fetched: Instant::now(),
-                max_age,
-                etag: new_etag,
-                invalidated,
-            },
-        );
+        let invalidated = cached.as_ref().and_then(|e| e.invalidated);
+        *cached = Some(CapsEntry {
+            caps: caps.clone(),
+            fetched: Instant::now(),
+            max_age,
+            etag: new_etag,
+            invalidated,
+        });
         Ok(caps)
     }
 
     /// Drop the cached capabilities (at most once a minute), e.g. when a key is missing.
     /// Returns true when the cache entry was dropped.
     pub async fn invalidate_capabilities(&self, base: &Url) -> bool {
-        let mut cache = self.caps.lock().await;
-        match cache.get_mut(base.as_str()) {
+        let Some(slot) = self.caps.lock().get(base.as_str()).cloned() else {
+            return false;
+        };
+        let mut cached = slot.lock().await;
+        match cached.as_mut() {
             Some(e)
                 if e.invalidated
                     .is_none_or(|t| t.elapsed() >= MIN_INVALIDATE_INTERVAL) =>

@@ -16,42 +16,39 @@ use crate::room::Room;
 use crate::session::{ClientKind, Session};
 
 impl Hub {
-    /// Replace Talk session ids by signaling public ids (dropping unknown and "0").
+    /// Replace Talk session ids by signaling public ids; entries without a connected
+    /// session (unknown ids and "0") are dropped, like upstream's `fixupUserSessions`.
     fn map_entries(
         &self,
         room: &Room,
-        entries: &mut [ParticipantEntry],
+        entries: &mut Vec<ParticipantEntry>,
     ) -> Vec<(Arc<Session>, usize)> {
         let mut found = Vec::new();
         let map = self.room_sessions.lock();
-        for (i, e) in entries.iter_mut().enumerate() {
-            let Some(talk_id) = entry_session_id(e).map(str::to_string) else {
-                e.remove("sessionId");
+        let mut kept = Vec::with_capacity(entries.len());
+        for mut e in std::mem::take(entries) {
+            let Some(talk_id) = entry_session_id(&e).map(str::to_string) else {
                 continue;
             };
             e.remove("sessionid");
             if talk_id == "0" || talk_id.is_empty() {
-                e.remove("sessionId");
                 continue;
             }
-            match map.get(&(room.backend.id.clone(), Arc::from(talk_id.as_str()))) {
-                Some(s) => {
-                    e.insert("sessionId".into(), Value::String(s.public_id.to_string()));
-                    found.push((s.clone(), i));
-                }
-                None => {
-                    // A virtual session is known to Nextcloud by its public id.
-                    if let Some(s) = self
-                        .session(&talk_id)
-                        .filter(|s| s.kind == ClientKind::Virtual)
-                    {
-                        found.push((s, i));
-                    } else {
-                        e.remove("sessionId");
-                    }
-                }
-            }
+            let session = match map.get(&(room.backend.id.clone(), Arc::from(talk_id.as_str()))) {
+                Some(s) => Some(s.clone()),
+                // A virtual session is known to Nextcloud by its public id.
+                None => self
+                    .session(&talk_id)
+                    .filter(|s| s.kind == ClientKind::Virtual),
+            };
+            let Some(s) = session else {
+                continue;
+            };
+            e.insert("sessionId".into(), Value::String(s.public_id.to_string()));
+            found.push((s, kept.len()));
+            kept.push(e);
         }
+        *entries = kept;
         found
     }
 
@@ -144,14 +141,20 @@ impl Hub {
                 &json!({"roomid": room.id, "incall": flags, "all": true}),
             )
             .into();
+            // Like upstream: joining the call concerns only regular clients (internal
+            // and federated sessions manage their own flags); leaving is told to every
+            // connected session.
+            let joining = flags & 1 != 0;
             for s in room.members() {
                 if matches!(s.kind, ClientKind::Client) {
                     s.state.lock().in_call = flags;
                 }
-                if matches!(
-                    s.kind,
-                    ClientKind::Client | ClientKind::Federation | ClientKind::Internal
-                ) {
+                let notify = match s.kind {
+                    ClientKind::Client => true,
+                    ClientKind::Federation | ClientKind::Internal => !joining,
+                    ClientKind::Virtual => false,
+                };
+                if notify {
                     self.deliver(&s, &frame);
                 }
             }

@@ -9,7 +9,22 @@ use hpb_proto::client::{Recipient, RelayMessage};
 use hpb_proto::server::{self, RecipientOut, Relayed, Sender};
 
 use crate::hub::Hub;
-use crate::session::{ClientKind, PERM_CONTROL, Session};
+use crate::session::{ClientKind, PERM_CONTROL, PERM_HIDE_DISPLAYNAMES, Session};
+
+/// Whether relayed `data` is a `nickChanged` message (not delivered to sessions that must
+/// not see display names, like upstream's filterMessage).
+fn is_nick_changed(data: &serde_json::value::RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Typed<'a> {
+        #[serde(default, rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    data.get().contains("nickChanged")
+        && serde_json::from_str::<Typed<'_>>(data.get())
+            .ok()
+            .and_then(|t| t.kind)
+            .is_some_and(|k| k == "nickChanged")
+}
 
 impl Hub {
     /// Handle `message` (`kind` = "message") or `control` (`kind` = "control").
@@ -27,6 +42,9 @@ impl Hub {
             Recipient::Call => ("call", ""),
         };
         let _ = target;
+        let nick_changed = kind == "message" && is_nick_changed(&m.data);
+        // Receivers that may see this frame.
+        let allowed = |r: &Session| !(nick_changed && r.has_permission(PERM_HIDE_DISPLAYNAMES));
         let sender = Sender {
             kind: recipient_kind,
             sessionid: &s.public_id,
@@ -39,6 +57,9 @@ impl Hub {
                     return;
                 };
                 if Arc::ptr_eq(&t, s) || t.backend.id != s.backend.id {
+                    return;
+                }
+                if t.kind != ClientKind::Virtual && !allowed(&t) {
                     return;
                 }
                 if t.kind == ClientKind::Virtual {
@@ -90,7 +111,7 @@ impl Hub {
                     }),
                 )
                 .into();
-                for t in targets.iter().filter(|t| !Arc::ptr_eq(t, s)) {
+                for t in targets.iter().filter(|t| !Arc::ptr_eq(t, s) && allowed(t)) {
                     self.deliver(t, &frame);
                 }
             }
@@ -110,7 +131,9 @@ impl Hub {
                 .into();
                 let call_only = matches!(m.recipient, Recipient::Call);
                 self.deliver_room(&room, &frame, Some(&s.public_id), |r| {
-                    r.kind != ClientKind::Virtual && (!call_only || r.state.lock().in_call & 1 != 0)
+                    r.kind != ClientKind::Virtual
+                        && allowed(r)
+                        && (!call_only || r.state.lock().in_call & 1 != 0)
                 });
             }
         }

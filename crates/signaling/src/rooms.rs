@@ -38,6 +38,10 @@ impl Refusal {
 fn strip_displayname(user: &RawValue) -> Option<Box<RawValue>> {
     let mut m: Map<String, Value> = serde_json::from_str(user.get()).ok()?;
     m.remove("displayname");
+    // Nothing left: no `user` at all, like upstream's filterDisplayNames.
+    if m.is_empty() {
+        return None;
+    }
     serde_json::value::to_raw_value(&m).ok()
 }
 
@@ -65,7 +69,12 @@ pub fn join_entry_json(s: &Session, hide: bool) -> Value {
         } else {
             None
         },
-        features: if client { Some(&s.features) } else { None },
+        // Upstream's `features,omitempty`: no empty list.
+        features: if client && !s.features.is_empty() {
+            Some(&s.features)
+        } else {
+            None
+        },
         federated: s.kind == ClientKind::Federation,
     };
     serde_json::to_value(entry).unwrap_or(Value::Null)
@@ -140,7 +149,18 @@ impl Hub {
             && room.id == req.roomid
         {
             if !req.sessionid.is_empty() {
-                s.state.lock().room_session_id = Some(Arc::from(req.sessionid.as_str()));
+                // The new Talk session id replaces the old one, also for lookups
+                // (participants lists, disinvite, switchto).
+                let new: Arc<str> = Arc::from(req.sessionid.as_str());
+                let old = s.state.lock().room_session_id.replace(new.clone());
+                let mut map = self.room_sessions.lock();
+                if let Some(old) = old {
+                    let key = (s.backend.id.clone(), old);
+                    if map.get(&key).is_some_and(|x| Arc::ptr_eq(x, s)) {
+                        map.remove(&key);
+                    }
+                }
+                map.insert((s.backend.id.clone(), new), s.clone());
             }
             let props = room.state.lock().properties.clone();
             let details =
@@ -255,6 +275,11 @@ impl Hub {
         ));
         self.send_initial_transient(&room, s);
         self.publish_join(&room, s);
+        if s.kind == ClientKind::Internal {
+            // Internal sessions are part of the participants list (upstream's
+            // publishUsersChangedWithInternal on join, as on leave).
+            self.publish_users_with_internal(&room);
+        }
         if !others.is_empty() {
             let hide = s.has_permission(PERM_HIDE_DISPLAYNAMES);
             let entries: Vec<Value> = others.iter().map(|o| join_entry_json(o, hide)).collect();
@@ -330,7 +355,11 @@ impl Hub {
             let Some(room) = st.room.take() else {
                 return false;
             };
-            st.in_call = 0;
+            // An internal session's flags are its own (hello default, `incall`
+            // messages); a client's call membership ends with the room.
+            if s.kind != ClientKind::Internal {
+                st.in_call = 0;
+            }
             st.roomless_since = std::time::Instant::now();
             (room, st.room_session_id.take())
         };

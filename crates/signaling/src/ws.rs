@@ -108,6 +108,20 @@ pub async fn upgrade(
         .on_upgrade(move |socket| run(hub, socket, ip))
 }
 
+/// A close frame's reason may have at most 123 bytes (RFC 6455 §5.5): longer explanations
+/// are cut at a character boundary so the close frame stays valid.
+fn close_reason(mut reason: String) -> String {
+    const MAX: usize = 123;
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
 fn ping_payload() -> axum::body::Bytes {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -143,7 +157,7 @@ async fn writer(
                     return;
                 }
                 if let Some(c) = close {
-                    let frame = CloseFrame { code: c.code, reason: c.reason.into() };
+                    let frame = CloseFrame { code: c.code, reason: close_reason(c.reason).into() };
                     let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame)))).await;
                     return;
                 }
@@ -216,7 +230,11 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
                 };
                 hub.counters.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if !rate.allow() {
-                    let id = client::parse(text.as_str()).ok().and_then(|m| m.id);
+                    // Echo the id even when the refused message would not pass validation.
+                    let id = match client::parse(text.as_str()) {
+                        Ok(m) => m.id,
+                        Err(e) => e.id,
+                    };
                     conn.error(
                         id.as_deref(),
                         ErrorCode::TooManyRequests,
@@ -240,7 +258,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
                     Some(bye.into()),
                     CloseRequest {
                         code: 1000,
-                        reason: format!("no hello within {} ms of connecting", limits.hello_timeout.as_millis()),
+                        reason: format!("no hello within {} ms of connecting ([limits] hello_timeout_ms)", limits.hello_timeout.as_millis()),
                     },
                 );
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await;
@@ -350,4 +368,18 @@ async fn dispatch(
         ClientBody::Transient(t) => hub.handle_transient(conn, &s, id, t),
     }
     Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_reason;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        assert_eq!(close_reason("short".into()), "short");
+        let long = "é".repeat(100);
+        let cut = close_reason(long);
+        assert!(cut.len() <= 123 && cut.len() >= 122, "{}", cut.len());
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
 }
