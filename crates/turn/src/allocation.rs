@@ -157,6 +157,18 @@ impl Allocation {
 }
 
 impl AllocState {
+    /// A fresh state living `lifetime`, with `max_bps` caps each direction.
+    pub fn new(lifetime: Duration, max_bps: u64) -> AllocState {
+        AllocState {
+            expires: Instant::now() + lifetime,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            by_peer: HashMap::new(),
+            up: Bucket::new(max_bps),
+            down: Bucket::new(max_bps),
+        }
+    }
+
     pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions
             .get(&canonical(ip))

@@ -55,7 +55,9 @@ impl AuthFailure {
                 "username is not <unix expiry>[:<user>] as the TURN REST API (use-auth-secret) makes it"
             }
             AuthFailure::Expired => "the username's expiry time has passed: fetch new credentials",
-            AuthFailure::BadNonce => "the nonce was not issued to this client address",
+            AuthFailure::BadNonce => {
+                "the nonce was not issued to this client address: retry with the new one"
+            }
             AuthFailure::StaleNonce => "the nonce expired: retry with the new one",
             AuthFailure::WrongRealm => "REALM differs from [turn] realm",
             AuthFailure::WrongPassword => {
@@ -119,8 +121,8 @@ impl Nonces {
         let mut mac =
             <Hmac<Sha1> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(&issued.to_be_bytes());
+        // The IP only: an RFC 6062 client reuses its nonce on new data connections.
         mac.update(client.ip().to_string().as_bytes());
-        mac.update(&client.port().to_be_bytes());
         let full = mac.finalize().into_bytes();
         let mut t = [0u8; 8];
         t.copy_from_slice(&full[..8]);
@@ -200,7 +202,7 @@ mod tests {
     fn nonces_are_bound_to_the_client_and_expire() {
         let n = Nonces::new(Duration::from_secs(600));
         let a: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        let b: SocketAddr = "127.0.0.1:5001".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.2:5000".parse().expect("addr");
         let nonce = n.issue(a, 1000);
         assert_eq!(n.check(nonce.as_bytes(), a, 1100), Ok(()));
         assert_eq!(

@@ -16,6 +16,7 @@ pub mod peer_policy;
 pub mod relay;
 pub mod server;
 pub mod stream;
+pub mod tcp_relay;
 pub mod udp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +51,41 @@ pub enum StartError {
     },
 }
 
+/// Binds the UDP workers and the TCP listener on one port. For port 0 the port comes from
+/// the TCP bind (exclusive, unlike the `SO_REUSEPORT` UDP sockets) and is retried while UDP
+/// has it in use, so `127.0.0.1:0` never fails on a port only one protocol had free.
+async fn bind_udp_and_tcp(
+    server: &Arc<server::Server>,
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(SocketAddr, tokio::net::TcpListener), StartError> {
+    let err = |addr, proto, source| StartError::Bind {
+        addr,
+        proto,
+        source,
+    };
+    if addr.port() != 0 {
+        let bound = udp::spawn(server.clone(), addr, workers).map_err(|e| err(addr, "udp", e))?;
+        let listener = tokio::net::TcpListener::bind(bound)
+            .await
+            .map_err(|e| err(bound, "tcp", e))?;
+        return Ok((bound, listener));
+    }
+    let mut last = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+    for _ in 0..32 {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| err(addr, "tcp", e))?;
+        let port = listener.local_addr().map_err(|e| err(addr, "tcp", e))?;
+        match udp::spawn(server.clone(), port, workers) {
+            Ok(bound) => return Ok((bound, listener)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = e,
+            Err(e) => return Err(err(port, "udp", e)),
+        }
+    }
+    Err(err(addr, "udp", last))
+}
+
 impl TurnServer {
     /// Binds every listener and starts serving (needs a tokio runtime for TCP and TLS).
     pub async fn start(cfg: TurnConfig) -> Result<TurnServer, StartError> {
@@ -79,20 +115,7 @@ impl TurnServer {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in &cfg.listen {
-            let bound = udp::spawn(server.clone(), *addr, cfg.workers).map_err(|source| {
-                StartError::Bind {
-                    addr: *addr,
-                    proto: "udp",
-                    source,
-                }
-            })?;
-            let listener = tokio::net::TcpListener::bind(bound)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: bound,
-                    proto: "tcp",
-                    source,
-                })?;
+            let (bound, listener) = bind_udp_and_tcp(&server, *addr, cfg.workers).await?;
             tokio::spawn(stream::accept_tcp(server.clone(), listener));
             udp.push(bound);
             tcp.push(bound);

@@ -31,22 +31,28 @@ pub struct Incoming<'a> {
     pub data: &'a [u8],
 }
 
-/// Whether the handler wrote a reply into the output buffer.
-#[derive(Debug, PartialEq, Eq)]
+/// What the listener does after a packet.
+#[derive(Debug)]
 pub enum Reply {
     None,
+    /// Send the reply left in the output buffer.
     Send,
+    /// Send the reply, then this stream connection carries raw data to and from the peer
+    /// (RFC 6062 ConnectionBind).
+    Pipe(tokio::net::TcpStream),
 }
 
 pub struct Server {
     pub cfg: TurnConfig,
     nonces: Nonces,
     pub policy: PeerPolicy,
-    quotas: Quotas,
+    pub(crate) quotas: Quotas,
     auth_failures: AuthFailures,
     total_up: Mutex<Bucket>,
     pub total_down: Mutex<Bucket>,
     pub metrics: Arc<Metrics>,
+    /// RFC 6062 TCP allocations and their peer connections.
+    pub(crate) tcp: crate::tcp_relay::TcpRelays,
 }
 
 fn unix_now() -> u64 {
@@ -57,18 +63,18 @@ fn unix_now() -> u64 {
 }
 
 /// What an authenticated request carried.
-struct Authed {
-    username: String,
-    key: [u8; 16],
+pub(crate) struct Authed {
+    pub(crate) username: String,
+    pub(crate) key: [u8; 16],
 }
 
-/// An error response to send: code, reason, and whether to sign it.
-struct Refusal {
-    code: u16,
-    reason: String,
+/// An error response to send: code and reason.
+pub(crate) struct Refusal {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
 }
 
-fn refuse(code: u16, reason: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(code: u16, reason: impl Into<String>) -> Refusal {
     Refusal {
         code,
         reason: reason.into(),
@@ -93,6 +99,7 @@ impl Server {
             total_down: Mutex::new(Bucket::new(cfg.total_bps)),
             policy,
             metrics: Arc::new(Metrics::default()),
+            tcp: crate::tcp_relay::TcpRelays::default(),
             cfg,
         }
     }
@@ -194,7 +201,10 @@ impl Server {
             (SocketAddr::V4(_), ip @ IpAddr::V4(_)) => SocketAddr::new(ip, peer.port()),
             _ => peer,
         };
-        match alloc.relay.try_send_to(data, peer) {
+        // Straight to the non-blocking socket: tokio's `try_send_to` answers WouldBlock until
+        // its reactor has once seen the socket writable, which dropped the first packets sent
+        // through a fresh relay.
+        match socket2::SockRef::from(&*alloc.relay).send_to(data, &peer.into()) {
             Ok(_) => {
                 self.metrics.packets_to_peer.fetch_add(1, Relaxed);
                 self.metrics
@@ -216,15 +226,13 @@ impl Server {
         out: &mut Vec<u8>,
     ) -> Reply {
         let txid = msg.transaction_id();
+        // Binding has no authentication, so its unknown attributes are checked first; every
+        // other request's after its credentials (RFC 8489 §6.3), and that 420 is signed.
         let unknown = msg.unknown_required();
-        if !unknown.is_empty() {
-            let mut list = Vec::with_capacity(unknown.len() * 2);
-            for t in &unknown {
-                list.extend_from_slice(&t.to_be_bytes());
-            }
+        if msg.method == method::BINDING && !unknown.is_empty() {
             Builder::new(out, msg.method, Class::Error, txid)
                 .error(420, "Unknown Attribute")
-                .attr(attr::UNKNOWN_ATTRIBUTES, &list)
+                .attr(attr::UNKNOWN_ATTRIBUTES, &unknown_list(&unknown))
                 .fingerprint();
             return Reply::Send;
         }
@@ -244,6 +252,19 @@ impl Server {
             Ok(a) => a,
             Err(why) => return self.challenge(inc, msg, why, out),
         };
+        if !unknown.is_empty() {
+            Builder::new(out, msg.method, Class::Error, txid)
+                .error(420, "Unknown Attribute")
+                .attr(attr::UNKNOWN_ATTRIBUTES, &unknown_list(&unknown))
+                .integrity(&authed.key)
+                .fingerprint();
+            return Reply::Send;
+        }
+        if self.cfg.tcp_relay
+            && let Some(reply) = crate::tcp_relay::request(self, make_sink, inc, msg, &authed, out)
+        {
+            return reply;
+        }
         let existing = table.lock().get(&inc.from).cloned();
         if let Some(a) = &existing
             && a.username != authed.username
@@ -285,7 +306,13 @@ impl Server {
         Reply::Send
     }
 
-    fn signed_error(&self, out: &mut Vec<u8>, msg: &Message<'_>, a: &Authed, r: Refusal) {
+    pub(crate) fn signed_error(
+        &self,
+        out: &mut Vec<u8>,
+        msg: &Message<'_>,
+        a: &Authed,
+        r: Refusal,
+    ) {
         Builder::new(out, msg.method, Class::Error, msg.transaction_id())
             .error(r.code, &r.reason)
             .integrity(&a.key)
@@ -303,10 +330,13 @@ impl Server {
         self.metrics.auth_failure(why);
         let now = Instant::now();
         let (code, reason) = match why {
-            AuthFailure::StaleNonce => (438, "Stale Nonce"),
+            AuthFailure::StaleNonce | AuthFailure::BadNonce => (438, "Stale Nonce"),
             _ => (401, "Unauthorized"),
         };
-        if !matches!(why, AuthFailure::Missing | AuthFailure::StaleNonce) {
+        if !matches!(
+            why,
+            AuthFailure::Missing | AuthFailure::StaleNonce | AuthFailure::BadNonce
+        ) {
             self.auth_failures.record(inc.from.ip(), now);
             let user = msg
                 .get(attr::USERNAME)
@@ -320,6 +350,16 @@ impl Server {
                 "TURN authentication failed: {}",
                 why.explain()
             );
+        }
+        if why == AuthFailure::Incomplete {
+            // RFC 8489 §9.2.4: 400, without USERNAME, NONCE or REALM.
+            Builder::new(out, msg.method, Class::Error, msg.transaction_id())
+                .error(
+                    400,
+                    "Bad Request: MESSAGE-INTEGRITY needs USERNAME, REALM and NONCE",
+                )
+                .fingerprint();
+            return Reply::Send;
         }
         let nonce = self.nonces.issue(inc.from, unix_now());
         Builder::new(out, msg.method, Class::Error, msg.transaction_id())
@@ -361,7 +401,7 @@ impl Server {
         Err(AuthFailure::WrongPassword)
     }
 
-    fn lifetime(&self, msg: &Message<'_>) -> Result<Duration, Refusal> {
+    pub(crate) fn lifetime(&self, msg: &Message<'_>) -> Result<Duration, Refusal> {
         let requested = msg
             .u32_attr(attr::LIFETIME)
             .map_err(|e| refuse(400, format!("Bad Request: {e}")))?;
@@ -545,12 +585,8 @@ impl Server {
         s.local_addr().ok().map(|a| a.ip())
     }
 
-    fn bind_relay(
-        &self,
-        client: SocketAddr,
-        v6: bool,
-        even: bool,
-    ) -> Result<(Arc<tokio::net::UdpSocket>, SocketAddr), Refusal> {
+    /// The IP told to clients as the relayed address of a new allocation.
+    pub(crate) fn advertised_ip(&self, client: SocketAddr, v6: bool) -> Result<IpAddr, Refusal> {
         let advertised = if v6 {
             self.cfg.external_ip6.or_else(|| {
                 if client.is_ipv6() {
@@ -570,12 +606,21 @@ impl Server {
                 }
             })
         };
-        let Some(advertised) = advertised else {
-            return Err(refuse(
+        advertised.ok_or_else(|| {
+            refuse(
                 440,
                 "Address Family not Supported: no relay address of that family (set [turn] external_ip)",
-            ));
-        };
+            )
+        })
+    }
+
+    fn bind_relay(
+        &self,
+        client: SocketAddr,
+        v6: bool,
+        even: bool,
+    ) -> Result<(Arc<tokio::net::UdpSocket>, SocketAddr), Refusal> {
+        let advertised = self.advertised_ip(client, v6)?;
         let bind_ip: IpAddr = if v6 {
             Ipv6Addr::UNSPECIFIED.into()
         } else {
@@ -620,6 +665,17 @@ impl Server {
                 "Allocation Mismatch: no allocation for this client address",
             ));
         };
+        // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY other than the allocation's is 443.
+        if let Some(family) = msg
+            .get(attr::REQUESTED_ADDRESS_FAMILY)
+            .and_then(|v| v.first())
+            && (*family == attr::FAMILY_V6) != a.relayed.is_ipv6()
+        {
+            return Err(refuse(
+                443,
+                "Peer Address Family Mismatch: REQUESTED-ADDRESS-FAMILY is not the allocation's",
+            ));
+        }
         let lifetime = self.lifetime(msg)?;
         if lifetime.is_zero() {
             table.lock().remove(&inc.from);
@@ -642,7 +698,7 @@ impl Server {
         }
     }
 
-    fn peer_family_matches(a: &Allocation, peer: SocketAddr) -> bool {
+    pub(crate) fn peer_family_matches(a: &Allocation, peer: SocketAddr) -> bool {
         a.relayed.is_ipv4() == crate::peer_policy::canonical(peer.ip()).is_ipv4()
             || (a.relayed.is_ipv6() && peer.is_ipv6())
     }
@@ -766,6 +822,11 @@ impl Server {
         .fingerprint();
         Ok(())
     }
+}
+
+/// The value of UNKNOWN-ATTRIBUTES: the types, two bytes each.
+fn unknown_list(unknown: &[u16]) -> Vec<u8> {
+    unknown.iter().flat_map(|t| t.to_be_bytes()).collect()
 }
 
 /// A non-blocking UDP socket bound to `addr` (v6 sockets are dual-stack off: v6 only).

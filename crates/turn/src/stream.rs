@@ -62,14 +62,36 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    // The writer hands the write half back when asked to stop without closing (a
+    // ConnectionBind turns the connection into a pipe).
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                break;
+        loop {
+            tokio::select! {
+                biased;
+                frame = rx.recv() => match frame {
+                    Some(frame) => {
+                        if wr.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = &mut stop_rx => {
+                    // Flush what is queued (the ConnectionBind answer), keep the stream open.
+                    while let Ok(frame) = rx.try_recv() {
+                        if wr.write_all(&frame).await.is_err() {
+                            return None;
+                        }
+                    }
+                    return Some(wr);
+                }
             }
         }
         let _ = wr.shutdown().await;
+        None
     });
+    let mut pipe: Option<(tokio::net::TcpStream, Vec<u8>)> = None;
     let table: Arc<AllocTable> = Arc::new(Mutex::new(HashMap::new()));
     let sink_tx = tx.clone();
     let make_sink = move || ClientSink::Stream(sink_tx.clone());
@@ -110,10 +132,21 @@ where
                 transport,
                 data: &buf[..len],
             };
-            if server.handle(&table, &make_sink, inc, &mut out) == Reply::Send
-                && tx.send(out.clone()).await.is_err()
-            {
-                break 'conn;
+            match server.handle(&table, &make_sink, inc, &mut out) {
+                Reply::None => {}
+                Reply::Send => {
+                    if tx.send(out.clone()).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Reply::Pipe(peer_stream) => {
+                    if tx.send(out.clone()).await.is_err() {
+                        break 'conn;
+                    }
+                    buf.drain(..len);
+                    pipe = Some((peer_stream, std::mem::take(&mut buf)));
+                    break 'conn;
+                }
             }
             buf.drain(..len);
         }
@@ -122,6 +155,19 @@ where
     for a in allocs {
         server.release(&a);
     }
+    crate::tcp_relay::close(&server, peer);
+    if let Some((peer_stream, early)) = pipe {
+        drop(make_sink);
+        let _ = stop_tx.send(());
+        if let Ok(Some(wr)) = writer.await {
+            let client = rd.unsplit(wr);
+            crate::tcp_relay::splice(&server, client, peer_stream, early).await;
+        }
+        return;
+    }
+    // The writer ends (and closes the connection) once every sender is gone, including the
+    // one `make_sink` holds; the relay tasks drop theirs as their allocations close.
+    drop(make_sink);
     drop(tx);
     let _ = writer.await;
 }

@@ -118,7 +118,10 @@ async fn worker(server: Arc<Server>, sock: Arc<UdpSocket>) {
                         transport: Transport::Udp,
                         data: &storage[base + off..base + end],
                     };
-                    if server.handle(&table, &make_sink, inc, &mut out) == Reply::Send {
+                    if matches!(
+                        server.handle(&table, &make_sink, inc, &mut out),
+                        Reply::Send
+                    ) {
                         let _ = sock.send_to(&out, m.addr).await;
                     }
                     off = end;

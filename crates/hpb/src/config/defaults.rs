@@ -70,6 +70,7 @@ pub fn defaults_layer() -> LayerBuilder {
     set(&["turn", "total_quota"], uint(0));
     set(&["turn", "user_quota"], uint(0));
     set(&["turn", "max_bps"], uint(0));
+    set(&["turn", "tcp_relay"], boolean(false));
     set(
         &["federation", "timeout"],
         uint(d.federation.timeout.as_secs()),

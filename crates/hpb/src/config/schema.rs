@@ -107,6 +107,7 @@ pub const SECTIONS: &[SectionDef] = &[
             k("user_quota", Kind::UInt),
             k("max_bps", Kind::UInt),
             k("workers", Kind::UInt),
+            k("tcp_relay", Kind::Bool),
         ],
     },
     SectionDef {

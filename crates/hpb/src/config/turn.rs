@@ -158,6 +158,7 @@ pub fn resolve(r: &Reader<'_>, _warnings: &mut Vec<String>) -> Result<Option<Tur
     cfg.total_quota = usize::try_from(r.uint("turn", "total_quota", 0)?).unwrap_or(usize::MAX);
     cfg.user_quota = usize::try_from(r.uint("turn", "user_quota", 0)?).unwrap_or(usize::MAX);
     cfg.max_bps = r.uint("turn", "max_bps", 0)?;
+    cfg.tcp_relay = r.boolean("turn", "tcp_relay", false)?;
     let workers = r.uint("turn", "workers", 0)?;
     if workers > 0 {
         cfg.workers = usize::try_from(workers).unwrap_or(1);

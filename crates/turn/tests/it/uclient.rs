@@ -264,3 +264,53 @@ async fn an_exceeded_quota_gets_486() {
         s.metrics()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc6062_tcp_relaying_client_to_client() {
+    let mut cfg = loopback_config();
+    cfg.tcp_relay = true;
+    let s = start(cfg).await;
+    let port = s.tcp[0].port().to_string();
+    let r = uclient(&[
+        "-T",
+        "-W",
+        SECRET,
+        "-u",
+        "bench",
+        "-m",
+        "4",
+        "-n",
+        "100",
+        "-l",
+        "500",
+        "-z",
+        "10",
+        "-p",
+        &port,
+        "127.0.0.1",
+    ])
+    .await;
+    r.assert_all_delivered(400);
+}
+
+#[tokio::test]
+async fn rfc6062_is_refused_unless_enabled() {
+    let s = start(loopback_config()).await;
+    let port = s.tcp[0].port().to_string();
+    let r = uclient(&[
+        "-T",
+        "-W",
+        SECRET,
+        "-u",
+        "bench",
+        "-m",
+        "2",
+        "-n",
+        "10",
+        "-p",
+        &port,
+        "127.0.0.1",
+    ])
+    .await;
+    assert_ne!(r.code, Some(0), "{}", r.out);
+}
