@@ -32,6 +32,14 @@ pub enum NextcloudError {
     #[error("Nextcloud at {url} did not answer within {secs} s ([backend] timeout)")]
     Timeout { url: String, secs: u64 },
     #[error(
+        "Nextcloud at {url} is busy: hpb's {limit} requests to it ([backend] connectionsperhost) did not finish within {secs} s ([backend] timeout)"
+    )]
+    Busy {
+        url: String,
+        limit: usize,
+        secs: u64,
+    },
+    #[error(
         "Nextcloud at {url} answered HTTP {status}; expected 200 from Talk's signaling endpoint (is Talk installed and enabled there?)"
     )]
     Status { url: String, status: u16 },
@@ -78,7 +86,33 @@ pub struct Nextcloud {
     /// Per base URL: its cache entry behind its own lock, so refreshes of one Nextcloud
     /// are serialised without a slow Nextcloud holding up the others.
     caps: parking_lot::Mutex<HashMap<String, CapsSlot>>,
+    /// Per `host:port`: at most `[backend] connectionsperhost` requests in flight, as
+    /// upstream limits its connection pool, so a burst of hellos cannot swamp PHP.
+    host_slots: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    per_host: usize,
     features_header: String,
+}
+
+/// Follow redirects only within the same scheme and host, as upstream does: a signed
+/// request must not be handed on to another server.
+fn same_host_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt.previous().last().is_some_and(|prev| {
+            prev.scheme() == attempt.url().scheme()
+                && prev.host_str() == attempt.url().host_str()
+                && prev.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if attempt.previous().len() >= 10 {
+            attempt.error("stopped after 10 redirects")
+        } else if !same {
+            let to = attempt.url().to_string();
+            attempt.error(format!(
+                "not following the redirect to {to}: Nextcloud may only redirect within its own scheme and host (check overwrite.cli.url / the URL configured in hpb)"
+            ))
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 fn install_crypto_provider() {
@@ -93,6 +127,7 @@ impl Nextcloud {
             .timeout(cfg.backend_timeout)
             .pool_max_idle_per_host(cfg.connections_per_host.max(1))
             .tls_danger_accept_invalid_certs(cfg.backend_skip_verify)
+            .redirect(same_host_redirects())
             .user_agent(format!(
                 "nextcloud-spreed-signaling/{}",
                 hpb_proto::COMPAT_VERSION
@@ -102,8 +137,39 @@ impl Nextcloud {
             http,
             timeout: cfg.backend_timeout,
             caps: parking_lot::Mutex::new(HashMap::new()),
+            host_slots: parking_lot::Mutex::new(HashMap::new()),
+            per_host: cfg.connections_per_host.max(1),
             features_header,
         })
+    }
+
+    /// Wait for one of the `[backend] connectionsperhost` slots of `base`'s host; the
+    /// wait counts against `[backend] timeout`. Hold the permit until the reply is read.
+    async fn host_slot(
+        &self,
+        base: &Url,
+        url: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, NextcloudError> {
+        let key = format!(
+            "{}:{}",
+            base.host_str().unwrap_or_default(),
+            base.port_or_known_default().unwrap_or_default()
+        );
+        let slots = self
+            .host_slots
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+            .clone();
+        match tokio::time::timeout(self.timeout, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; only the timeout ends the wait.
+            Ok(Err(_)) | Err(_) => Err(NextcloudError::Busy {
+                url: url.to_string(),
+                limit: self.per_host,
+                secs: self.timeout.as_secs(),
+            }),
+        }
     }
 
     /// A shared HTTP client (for federation and other outgoing requests).
@@ -165,6 +231,7 @@ impl Nextcloud {
                 .body(payload.clone())
                 .send()
         };
+        let _slot = self.host_slot(base, &url).await?;
         let resp = match send().await {
             Ok(r) => r,
             // Retry only when the request never reached Nextcloud: always safe.
@@ -244,6 +311,7 @@ impl Nextcloud {
         if let Some(tag) = &etag {
             req = req.header("If-None-Match", tag);
         }
+        let _slot = self.host_slot(base, &url).await?;
         let resp = req.send().await.map_err(|e| self.map_err(&url, e))?;
         let max_age = resp
             .headers()
