@@ -5,6 +5,7 @@
 mod procstat;
 mod report;
 mod signaling;
+mod turn;
 mod upstream;
 
 use anyhow::{Result, bail};
@@ -22,6 +23,7 @@ fn main() -> Result<()> {
         .build()?;
     match name.as_str() {
         "signaling" => runtime.block_on(signaling::run(signaling_options(rest)?)),
+        "turn" => runtime.block_on(turn::run(turn_options(rest)?)),
         other => bail!("unknown benchmark `{other}`\n{USAGE}"),
     }
 }
@@ -47,6 +49,26 @@ fn signaling_options(args: &[String]) -> Result<signaling::Options> {
     }
     if o.sizes.iter().any(|&n| n < 2) || o.messages == 0 || o.rate == 0 {
         bail!("sizes must be at least 2, messages and rate at least 1");
+    }
+    Ok(o)
+}
+
+fn turn_options(args: &[String]) -> Result<turn::Options> {
+    let mut o = turn::Options::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            bail!("{flag} needs a value\n{USAGE}");
+        };
+        match flag.as_str() {
+            "--clients" => o.clients = value.parse()?,
+            "--messages" => o.messages = value.parse()?,
+            "--length" => o.length = value.parse()?,
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    if o.clients < 2 || o.messages == 0 || o.length == 0 {
+        bail!("clients must be at least 2, messages and length at least 1");
     }
     Ok(o)
 }

@@ -14,11 +14,17 @@ struct Bench {
     about: &'static str,
 }
 
-/// Every benchmark. Planned: `turn`, `sfu`.
-const BENCHES: &[Bench] = &[Bench {
-    name: "signaling",
-    about: "N = 100/500/1000 sessions in one room: join time, fan-out latency, CPU per message, RSS vs nextcloud-spreed-signaling",
-}];
+/// Every benchmark. Planned: `sfu`.
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "signaling",
+        about: "N = 100/500/1000 sessions in one room: join time, fan-out latency, CPU per message, RSS vs nextcloud-spreed-signaling",
+    },
+    Bench {
+        name: "turn",
+        about: "turnutils_uclient flood (UDP and TCP, 10 allocations, 1000-byte messages): msg/s, loss, CPU per 100k packets, RSS vs coturn",
+    },
+];
 
 pub fn run(name: &str, args: &[String]) -> Result<()> {
     if !BENCHES.iter().any(|b| b.name == name) {

@@ -40,8 +40,8 @@ impl Transport {
 /// How frames reach the client.
 #[derive(Clone)]
 pub enum ClientSink {
-    /// A UDP listener socket and the client's address.
-    Udp(Arc<UdpSocket>),
+    /// A UDP listener socket (with its batching state) and the client's address.
+    Udp(Arc<UdpSocket>, Arc<quinn_udp::UdpSocketState>),
     /// The writer of a TCP/TLS connection (frames already padded for the stream).
     Stream(mpsc::Sender<Vec<u8>>),
 }

@@ -36,6 +36,11 @@ pub fn parse(buf: &[u8]) -> Result<(u16, &[u8]), ParseError> {
 /// `pad` (stream transports).
 pub fn encode(out: &mut Vec<u8>, channel: u16, data: &[u8], pad: bool) {
     out.clear();
+    append(out, channel, data, pad);
+}
+
+/// Like [`encode`], appending to `out`.
+pub fn append(out: &mut Vec<u8>, channel: u16, data: &[u8], pad: bool) {
     out.extend_from_slice(&channel.to_be_bytes());
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
     out.extend_from_slice(data);

@@ -76,7 +76,7 @@ pub fn spawn(server: Arc<Server>, addr: SocketAddr, workers: usize) -> std::io::
 
 async fn worker(server: Arc<Server>, sock: Arc<UdpSocket>) {
     let state = match UdpSocketState::new((&*sock).into()) {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!("TURN UDP socket setup failed: {e}");
             return;
@@ -88,7 +88,8 @@ async fn worker(server: Arc<Server>, sock: Arc<UdpSocket>) {
     let mut meta = [RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(2048);
     let sink_sock = sock.clone();
-    let make_sink = move || ClientSink::Udp(sink_sock.clone());
+    let sink_state = state.clone();
+    let make_sink = move || ClientSink::Udp(sink_sock.clone(), sink_state.clone());
     loop {
         if sock.readable().await.is_err() {
             return;
