@@ -84,6 +84,25 @@ async fn the_binary_relays_udp_and_tcp_for_turnutils() {
         hpb.logs()
     );
     assert!(hpb.logs().contains("client=127.0.0.1:"), "{}", hpb.logs());
+
+    // /metrics (for [stats] allowed_ips) shows the relayed traffic and the failure reason.
+    let metrics = reqwest::get(format!("{}/metrics", hpb.http_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"))
+    };
+    assert!(value("hpb_turn_relayed_packets_total{direction=\"to_peer\"}") >= 400);
+    assert!(value("hpb_turn_relayed_packets_total{direction=\"to_client\"}") >= 400);
+    assert!(value("hpb_turn_auth_failures_total{reason=\"wrong_password\"}") >= 1);
+    assert_eq!(value("signaling_hub_sessions"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

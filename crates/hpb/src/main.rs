@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -84,7 +85,15 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
         None => None,
     };
     let hub = signaling.hub.clone();
-    let app = signaling.router();
+    let metrics_state = metrics::MetricsState {
+        hub: hub.clone(),
+        turn: _turn.as_ref().map(|t| t.server.clone()),
+    };
+    let app = signaling.router().merge(
+        axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics::metrics))
+            .with_state(metrics_state),
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -46,7 +46,13 @@ pub async fn welcome() -> Response {
         .into_response()
 }
 
-fn stats_allowed(hub: &Hub, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Box<Response>> {
+/// Whether the client (after trusted-proxy headers) is in `[stats] allowed_ips`; the 403 to
+/// send otherwise.
+pub fn stats_allowed(
+    hub: &Hub,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response>> {
     let ip = client_ip(&hub.cfg.trusted_proxies, peer.ip(), headers);
     let ip = match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
