@@ -10,6 +10,9 @@ use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// Queue capacity kept after a burst is drained.
+pub const KEEP_CAPACITY: usize = 64;
+
 /// How the writer should end the connection after the queued frames.
 #[derive(Debug, Clone)]
 pub struct CloseRequest {
@@ -112,6 +115,11 @@ impl Outbox {
                 let mut g = self.inner.lock();
                 if !g.frames.is_empty() {
                     batch.extend(g.frames.drain(..));
+                    // A burst grew the queue; give the memory back (thousands of idle
+                    // connections would each keep it).
+                    if g.frames.capacity() > KEEP_CAPACITY {
+                        g.frames = VecDeque::new();
+                    }
                     return None;
                 }
                 if let Some(c) = &g.close {

@@ -45,6 +45,9 @@ fn strip_displayname(user: &RawValue) -> Option<Box<RawValue>> {
     serde_json::value::to_raw_value(&m).ok()
 }
 
+/// Sessions per `join` event listing the others in the room.
+const JOIN_CHUNK: usize = 25;
+
 /// The `join` entry describing `s`; `hide` removes display names.
 pub fn join_entry_json(s: &Session, hide: bool) -> Value {
     let user_id = s.user_id();
@@ -282,9 +285,14 @@ impl Hub {
         }
         if !others.is_empty() {
             let hide = s.has_permission(PERM_HIDE_DISPLAYNAMES);
-            let entries: Vec<Value> = others.iter().map(|o| join_entry_json(o, hide)).collect();
-            let frame = server::event("room", "join", &entries);
-            self.deliver(s, &frame.into());
+            // In events of at most JOIN_CHUNK entries (clients add up join events): one
+            // frame for a room of thousands would be hundreds of KiB, and each connection's
+            // write buffer keeps the capacity of the largest frame it ever sent.
+            for chunk in others.chunks(JOIN_CHUNK) {
+                let entries: Vec<Value> = chunk.iter().map(|o| join_entry_json(o, hide)).collect();
+                let frame = server::event("room", "join", &entries);
+                self.deliver(s, &frame.into());
+            }
             for o in others.iter().filter(|o| o.kind == ClientKind::Virtual) {
                 let flags = o.state.lock().flags;
                 let payload = serde_json::json!({"roomid": room.id, "sessionid": o.public_id, "flags": flags});

@@ -22,6 +22,11 @@ use crate::hub::{CloseReason, Hub};
 use crate::outbox::{CloseRequest, Outbox, Push};
 use crate::session::Session;
 
+/// Bytes read from the socket at a time (a larger message still arrives whole).
+const READ_BUFFER: usize = 4096;
+/// Bytes collected before the writer flushes to the socket within a batch.
+const WRITE_BUFFER: usize = 4096;
+
 /// The state of one connection, handed to hub operations for replies.
 pub struct Conn {
     pub outbox: Arc<Outbox>,
@@ -103,8 +108,12 @@ pub async fn upgrade(
             .into_response();
     }
     let max = hub.cfg.limits.max_message_size;
+    // Small per-connection buffers: tungstenite's defaults (128 KiB each way) would cost a
+    // quarter of a megabyte per idle client; messages are small and writes are batched.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| run(hub, socket, ip))
 }
 
@@ -155,6 +164,9 @@ async fn writer(
                 }
                 if !ok {
                     return;
+                }
+                if batch.capacity() > crate::outbox::KEEP_CAPACITY {
+                    batch = Vec::with_capacity(crate::outbox::KEEP_CAPACITY);
                 }
                 if let Some(c) = close {
                     let frame = CloseFrame { code: c.code, reason: close_reason(c.reason).into() };
@@ -246,7 +258,9 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
                     );
                     continue;
                 }
-                match dispatch(&hub, &conn, &mut session, text.as_str()).await {
+                // Boxed: the hello and room handlers await Nextcloud and their state is large;
+                // kept inline it would be part of every idle connection's memory.
+                match Box::pin(dispatch(&hub, &conn, &mut session, text.as_str())).await {
                     Flow::Continue => {}
                     Flow::HelloFailed => hello_deadline = tokio::time::Instant::now() + limits.hello_timeout,
                     Flow::Bye => { said_bye = true; break; }

@@ -81,6 +81,8 @@ pub struct Allocation {
     pub key: [u8; 16],
     pub allocate_txid: [u8; 12],
     pub relay: Arc<UdpSocket>,
+    /// Batching state of the relay socket (GSO sends, batched receives).
+    pub relay_state: Arc<quinn_udp::UdpSocketState>,
     /// The relayed transport address told to the client.
     pub relayed: SocketAddr,
     pub sink: ClientSink,
@@ -98,6 +100,7 @@ pub struct NewAllocation {
     pub key: [u8; 16],
     pub allocate_txid: [u8; 12],
     pub relay: Arc<UdpSocket>,
+    pub relay_state: Arc<quinn_udp::UdpSocketState>,
     pub relayed: SocketAddr,
     pub sink: ClientSink,
     pub lifetime: Duration,
@@ -116,6 +119,7 @@ impl Allocation {
             key: n.key,
             allocate_txid: n.allocate_txid,
             relay: n.relay,
+            relay_state: n.relay_state,
             relayed: n.relayed,
             sink: n.sink,
             state: Mutex::new(AllocState {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn_udp::{RecvMeta, Transmit};
 use tokio::io::Interest;
 
 use crate::allocation::{Allocation, ClientSink};
@@ -22,28 +22,13 @@ pub const BATCH: usize = 8;
 pub const BUF: usize = 2048;
 
 pub async fn run(server: Arc<Server>, alloc: Arc<Allocation>, table: Arc<AllocTable>) {
-    let state = match UdpSocketState::new((&*alloc.relay).into()) {
-        // quinn-udp turns GRO on; these small per-allocation buffers need one datagram each.
-        Ok(s) => {
-            let _ = nix::sys::socket::setsockopt(
-                &*alloc.relay,
-                nix::sys::socket::sockopt::UdpGroSegment,
-                &false,
-            );
-            s
-        }
-        Err(e) => {
-            tracing::warn!(relayed = %alloc.relayed, "relay socket setup failed: {e}");
-            table.lock().remove(&alloc.client);
-            server.release(&alloc);
-            return;
-        }
-    };
+    let state = alloc.relay_state.clone();
     let mut storage = vec![0u8; BATCH * BUF];
     let mut meta = [RecvMeta::default(); BATCH];
     // The batch's frames towards the client, back to back, and each one's length.
     let mut frames: Vec<u8> = Vec::with_capacity(BATCH * (BUF + 40));
     let mut lens: Vec<usize> = Vec::with_capacity(BATCH);
+    let mut scratch: Vec<u8> = Vec::with_capacity(BUF + 40);
     let mut txid_counter: u64 = rand::random();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -76,7 +61,7 @@ pub async fn run(server: Arc<Server>, alloc: Arc<Allocation>, table: Arc<AllocTa
                         let data = &storage[i * BUF..i * BUF + m.len];
                         txid_counter = txid_counter.wrapping_add(1);
                         let before = frames.len();
-                        if frame_for_client(&server, &alloc, m.addr, data, &mut frames, txid_counter, now) {
+                        if frame_for_client(&server, &alloc, m.addr, data, &mut frames, &mut scratch, txid_counter, now) {
                             lens.push(frames.len() - before);
                         }
                     }
@@ -124,13 +109,15 @@ fn plain(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Appends the frame carrying `data` from `peer` to `frames` (ChannelData when the peer has
-/// a channel, else a Data indication); false when the packet is dropped.
+/// a channel, else a Data indication built in `scratch`); false when the packet is dropped.
+#[allow(clippy::too_many_arguments)]
 fn frame_for_client(
     server: &Server,
     alloc: &Allocation,
     peer: SocketAddr,
     data: &[u8],
     frames: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
     txid_counter: u64,
     now: Instant,
 ) -> bool {
@@ -152,9 +139,8 @@ fn frame_for_client(
         None => {
             let mut txid = [0u8; 12];
             txid[4..].copy_from_slice(&txid_counter.to_be_bytes());
-            let mut ind = Vec::with_capacity(data.len() + 36);
-            data_indication(&mut ind, peer, data, txid);
-            frames.extend_from_slice(&ind);
+            data_indication(scratch, peer, data, txid);
+            frames.extend_from_slice(scratch);
         }
     }
     server.metrics.packets_to_client.fetch_add(1, Relaxed);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::allocation::{Allocation, ClientSink, NewAllocation, Transport};
+use crate::allocation::{Allocation, BindError, ClientSink, NewAllocation, Transport};
 use crate::attr;
 use crate::auth::{self, AuthFailure, Nonces};
 use crate::channel_data;
@@ -62,6 +62,13 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A bound relay socket, its batching state and the address told to the client.
+type RelaySocket = (
+    Arc<tokio::net::UdpSocket>,
+    Arc<quinn_udp::UdpSocketState>,
+    SocketAddr,
+);
+
 /// What an authenticated request carried.
 pub(crate) struct Authed {
     pub(crate) username: String,
@@ -105,7 +112,8 @@ impl Server {
     }
 
     /// Handles one packet from a client. `make_sink` gives the way back to this client when
-    /// an allocation is created. A reply, if any, is left in `out`.
+    /// an allocation is created. A reply, if any, is left in `out`. Data for peers is sent
+    /// at once.
     pub fn handle(
         self: &Arc<Self>,
         table: &Arc<AllocTable>,
@@ -113,8 +121,21 @@ impl Server {
         inc: Incoming<'_>,
         out: &mut Vec<u8>,
     ) -> Reply {
+        self.handle_batched(table, make_sink, inc, out, None)
+    }
+
+    /// Like [`Server::handle`]; with `batch`, data for peers is collected there and leaves
+    /// when the caller flushes it after its receive batch.
+    pub fn handle_batched(
+        self: &Arc<Self>,
+        table: &Arc<AllocTable>,
+        make_sink: &dyn Fn() -> ClientSink,
+        inc: Incoming<'_>,
+        out: &mut Vec<u8>,
+        mut batch: Option<&mut PeerBatch>,
+    ) -> Reply {
         if channel_data::looks_like_channel_data(inc.data) {
-            self.client_channel_data(table, &inc);
+            self.client_channel_data(table, &inc, batch.as_deref_mut());
             return Reply::None;
         }
         let msg = match Message::parse(inc.data) {
@@ -128,8 +149,12 @@ impl Server {
         match msg.class {
             Class::Request => self.request(table, make_sink, &inc, &msg, out),
             Class::Indication => {
-                if msg.method == method::SEND {
-                    self.send_indication(table, &inc, &msg);
+                // RFC 8489 §6.3.2: an indication with unknown comprehension-required
+                // attributes is discarded.
+                if !msg.unknown_required().is_empty() {
+                    self.metrics.dropped_malformed.fetch_add(1, Relaxed);
+                } else if msg.method == method::SEND {
+                    self.send_indication(table, &inc, &msg, batch);
                 }
                 Reply::None
             }
@@ -137,7 +162,12 @@ impl Server {
         }
     }
 
-    fn client_channel_data(&self, table: &AllocTable, inc: &Incoming<'_>) {
+    fn client_channel_data(
+        &self,
+        table: &AllocTable,
+        inc: &Incoming<'_>,
+        batch: Option<&mut PeerBatch>,
+    ) {
         let Ok((channel, data)) = channel_data::parse(inc.data) else {
             self.metrics.dropped_malformed.fetch_add(1, Relaxed);
             return;
@@ -162,10 +192,19 @@ impl Server {
             }
             peer
         };
-        self.to_peer(&alloc, peer, data);
+        match batch {
+            Some(b) => b.push(&alloc, peer, data),
+            None => self.to_peer(&alloc, peer, data),
+        }
     }
 
-    fn send_indication(&self, table: &AllocTable, inc: &Incoming<'_>, msg: &Message<'_>) {
+    fn send_indication(
+        &self,
+        table: &AllocTable,
+        inc: &Incoming<'_>,
+        msg: &Message<'_>,
+        batch: Option<&mut PeerBatch>,
+    ) {
         let Some(alloc) = table.lock().get(&inc.from).cloned() else {
             return;
         };
@@ -192,15 +231,14 @@ impl Server {
                 return;
             }
         }
-        self.to_peer(&alloc, peer, data);
+        match batch {
+            Some(b) => b.push(&alloc, peer, data),
+            None => self.to_peer(&alloc, peer, data),
+        }
     }
 
     fn to_peer(&self, alloc: &Allocation, peer: SocketAddr, data: &[u8]) {
-        // A v4 relay socket sends to the IPv4 form of a mapped address.
-        let peer = match (alloc.relayed, crate::peer_policy::canonical(peer.ip())) {
-            (SocketAddr::V4(_), ip @ IpAddr::V4(_)) => SocketAddr::new(ip, peer.port()),
-            _ => peer,
-        };
+        let peer = relay_destination(alloc, peer);
         // Straight to the non-blocking socket: tokio's `try_send_to` answers WouldBlock until
         // its reactor has once seen the socket writable, which dropped the first packets sent
         // through a fresh relay.
@@ -503,7 +541,7 @@ impl Server {
                 format!("Allocation Quota Reached: {}", hit.explain()),
             ));
         }
-        let (relay, relayed) = match self.bind_relay(inc.from, v6, even) {
+        let (relay, relay_state, relayed) = match self.bind_relay(inc.from, v6, even) {
             Ok(r) => r,
             Err(r) => {
                 self.quotas.release(&user, inc.from.ip());
@@ -519,6 +557,7 @@ impl Server {
                 key: authed.key,
                 allocate_txid: txid,
                 relay,
+                relay_state,
                 relayed,
                 sink: make_sink(),
                 lifetime,
@@ -614,12 +653,7 @@ impl Server {
         })
     }
 
-    fn bind_relay(
-        &self,
-        client: SocketAddr,
-        v6: bool,
-        even: bool,
-    ) -> Result<(Arc<tokio::net::UdpSocket>, SocketAddr), Refusal> {
+    fn bind_relay(&self, client: SocketAddr, v6: bool, even: bool) -> Result<RelaySocket, Refusal> {
         let advertised = self.advertised_ip(client, v6)?;
         let bind_ip: IpAddr = if v6 {
             Ipv6Addr::UNSPECIFIED.into()
@@ -642,7 +676,20 @@ impl Server {
             let Ok(sock) = tokio::net::UdpSocket::from_std(std) else {
                 continue;
             };
-            return Ok((Arc::new(sock), SocketAddr::new(advertised, port)));
+            let Ok(state) = quinn_udp::UdpSocketState::new((&sock).into()) else {
+                continue;
+            };
+            // quinn-udp turns GRO on; the relay's small buffers take one datagram each.
+            let _ = nix::sys::socket::setsockopt(
+                &sock,
+                nix::sys::socket::sockopt::UdpGroSegment,
+                &false,
+            );
+            return Ok((
+                Arc::new(sock),
+                Arc::new(state),
+                SocketAddr::new(advertised, port),
+            ));
         }
         Err(refuse(
             508,
@@ -799,7 +846,11 @@ impl Server {
             self.cfg.max_channels,
             &self.metrics,
         )
-        .map_err(|e| refuse(400, format!("Bad Request: {}", e.explain())))?;
+        .map_err(|e| match e {
+            // RFC 8656 §12.2: a valid request the server cannot fulfil for a capacity limit.
+            BindError::TooMany(_) => refuse(508, format!("Insufficient Capacity: {}", e.explain())),
+            _ => refuse(400, format!("Bad Request: {}", e.explain())),
+        })?;
         if !st.add_permission(
             peer.ip(),
             now + self.cfg.permission_lifetime,
@@ -857,4 +908,93 @@ pub fn data_indication(out: &mut Vec<u8>, peer: SocketAddr, data: &[u8], txid: [
 /// Whether a buffer is STUN or ChannelData (for demultiplexing a shared port).
 pub fn is_turn_packet(buf: &[u8]) -> bool {
     message::looks_like_stun(buf) || channel_data::looks_like_channel_data(buf)
+}
+
+/// A v4 relay socket sends to the IPv4 form of a mapped address.
+fn relay_destination(alloc: &Allocation, peer: SocketAddr) -> SocketAddr {
+    match (alloc.relayed, crate::peer_policy::canonical(peer.ip())) {
+        (SocketAddr::V4(_), ip @ IpAddr::V4(_)) => SocketAddr::new(ip, peer.port()),
+        _ => peer,
+    }
+}
+
+/// Client data bound for peers, collected over one receive batch of a UDP worker: runs of
+/// equal-sized packets of one allocation to one peer leave as a single GSO send. The order
+/// of each (allocation, peer) flow is kept.
+#[derive(Default)]
+pub struct PeerBatch {
+    data: Vec<u8>,
+    items: Vec<(Arc<Allocation>, SocketAddr, usize, usize)>,
+    sent: Vec<bool>,
+    run: Vec<u8>,
+}
+
+impl PeerBatch {
+    fn push(&mut self, alloc: &Arc<Allocation>, peer: SocketAddr, data: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(data);
+        self.items.push((
+            alloc.clone(),
+            relay_destination(alloc, peer),
+            start,
+            data.len(),
+        ));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Sends everything collected and empties the batch.
+    pub fn flush(&mut self, metrics: &Metrics) {
+        let n = self.items.len();
+        self.sent.clear();
+        self.sent.resize(n, false);
+        for i in 0..n {
+            if self.sent[i] {
+                continue;
+            }
+            let (alloc, peer, start, len) = &self.items[i];
+            let max = alloc.relay_state.max_gso_segments().max(1);
+            self.run.clear();
+            self.run
+                .extend_from_slice(&self.data[*start..*start + *len]);
+            self.sent[i] = true;
+            let mut count = 1;
+            for j in i + 1..n {
+                if self.sent[j] {
+                    continue;
+                }
+                let (a2, p2, s2, l2) = &self.items[j];
+                if !Arc::ptr_eq(alloc, a2) || p2 != peer {
+                    continue;
+                }
+                if l2 != len || count >= max {
+                    // The flow continues with another size: keep its order.
+                    break;
+                }
+                self.run.extend_from_slice(&self.data[*s2..*s2 + *l2]);
+                self.sent[j] = true;
+                count += 1;
+            }
+            let t = quinn_udp::Transmit {
+                destination: *peer,
+                ecn: None,
+                contents: &self.run,
+                segment_size: (count > 1).then_some(*len),
+                src_ip: None,
+            };
+            match alloc.relay_state.try_send((&*alloc.relay).into(), &t) {
+                Ok(()) => {
+                    metrics.packets_to_peer.fetch_add(count as u64, Relaxed);
+                    metrics
+                        .bytes_to_peer
+                        .fetch_add((count * len) as u64, Relaxed);
+                }
+                Err(e) => tracing::debug!(peer = %peer, "relay send failed: {e}"),
+            }
+        }
+        self.items.clear();
+        self.data.clear();
+    }
 }

@@ -87,6 +87,7 @@ async fn worker(server: Arc<Server>, sock: Arc<UdpSocket>) {
     let mut storage = vec![0u8; BATCH * buf_len];
     let mut meta = [RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(2048);
+    let mut to_peers = crate::server::PeerBatch::default();
     let sink_sock = sock.clone();
     let sink_state = state.clone();
     let make_sink = move || ClientSink::Udp(sink_sock.clone(), sink_state.clone());
@@ -127,6 +128,9 @@ async fn worker(server: Arc<Server>, sock: Arc<UdpSocket>) {
                     }
                     off = end;
                 }
+            }
+            if !to_peers.is_empty() {
+                to_peers.flush(&server.metrics);
             }
         }
     }

@@ -532,15 +532,11 @@ impl Client {
         }
     }
 
-    pub async fn recv(&mut self) -> Frame {
+    /// The next frame (a relayed Data indication or ChannelData in these tests).
+    pub async fn recv_data(&mut self) -> Frame {
         self.try_recv(WAIT)
             .await
             .expect("a frame from the server in time")
-    }
-
-    /// The next relayed frame (Data indication or ChannelData).
-    pub async fn recv_data(&mut self) -> Frame {
-        self.recv().await
     }
 
     /// Whether the TCP connection was closed by the server within `wait`.

@@ -10,8 +10,7 @@ use std::time::Duration;
 use hpb_turn::{TurnConfig, TurnServer};
 
 use crate::client::{
-    Class, Client, Frame, Msg, Peer, attr, decode, method, rest_credentials, rest_password,
-    unix_now,
+    Class, Client, Msg, Peer, attr, decode, method, rest_credentials, rest_password, unix_now,
 };
 use crate::support::{REALM, SECRET, loopback_config, metric, start, udp_addr, wait_metric};
 
@@ -410,6 +409,24 @@ async fn denied_peers_are_403_naming_the_range() {
         wait_metric(&s, "hpb_turn_refused_peers_total", |v| v > before).await,
         before + 1
     );
+    // A local service on 127.0.0.1 (an ephemeral port, outside the relay range): the
+    // permission for the server's own IP is allowed (relayed addresses share it), but
+    // nothing is sent to that service.
+    let mut local = Peer::v4().await;
+    while (61000..=61999).contains(&local.addr().port()) {
+        local = Peer::v4().await;
+    }
+    c.permit(local.addr()).await;
+    c.send_indication(local.addr(), b"ssrf").await;
+    assert_eq!(
+        wait_metric(&s, "hpb_turn_refused_peers_total", |v| v > before + 1).await,
+        before + 2
+    );
+    assert_error(&c.channel_bind(0x4002, local.addr()).await, 403);
+    assert_eq!(
+        metric(&s, "hpb_turn_relayed_packets_total{direction=\"to_peer\"}"),
+        0
+    );
 }
 
 #[tokio::test]
@@ -514,7 +531,7 @@ async fn peer_data_without_permission_is_dropped() {
 
 #[tokio::test]
 async fn permissions_expire() {
-    let s = start_with(|c| c.permission_lifetime = Duration::from_secs(1)).await;
+    let s = start_with(|c| c.permission_lifetime = Duration::from_secs(2)).await;
     let peer = Peer::v4().await;
     let mut c = udp_client(&s, "alice").await;
     let relayed = c.allocate().await;
@@ -524,7 +541,7 @@ async fn permissions_expire() {
     c.send_indication(peer.addr(), b"out").await;
     assert_eq!(peer.recv().await.0, b"out");
     // Past the permission lifetime (the server compares with its own monotonic clock).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     peer.send(b"after expiry", relayed).await;
     c.send_indication(peer.addr(), b"late").await;
     assert_eq!(
@@ -853,14 +870,13 @@ async fn stun_frames_from_the_server_decode_strictly() {
     let last = bad.len() - 1;
     bad[last] ^= 1;
     assert!(decode(&bad).is_err());
-    let _ = Frame::Channel(0x4000, Vec::new(), 4);
 }
 
 /// A channel binding expires on its own (the permission it installed lives on, so peer data
 /// comes as Data indications again), and binding the same pair again renews it.
 #[tokio::test]
 async fn channel_bindings_expire_and_rebinding_renews_them() {
-    let s = start_with(|c| c.channel_lifetime = Duration::from_secs(1)).await;
+    let s = start_with(|c| c.channel_lifetime = Duration::from_secs(2)).await;
     let peer = Peer::v4().await;
     let mut c = udp_client(&s, "alice").await;
     let relayed = c.allocate().await;
@@ -868,7 +884,7 @@ async fn channel_bindings_expire_and_rebinding_renews_them() {
     assert_eq!(r.class, Class::Success, "{}", r.describe());
     peer.send(b"bound", relayed).await;
     assert_eq!(c.channel_data().await.1, b"bound");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     peer.send(b"expired", relayed).await;
     let (p, d) = c.data_indication().await;
     assert_eq!((p, d.as_slice()), (peer.addr(), &b"expired"[..]));
@@ -897,4 +913,142 @@ async fn refresh_with_another_address_family_is_443() {
         .request(Msg::request(method::REFRESH).attr(attr::REQUESTED_ADDRESS_FAMILY, &[1, 0, 0, 0]))
         .await;
     assert_eq!(r.class, Class::Success, "{}", r.describe());
+}
+
+#[tokio::test]
+async fn ip_quota_is_486() {
+    let s = start_with(|c| c.ip_quota = 1).await;
+    let mut a = udp_client(&s, "alice").await;
+    a.allocate().await;
+    let mut b = udp_client(&s, "bob").await;
+    let r = b.request(allocate_msg()).await;
+    assert_error(&r, 486);
+    assert!(r.error().expect("error").1.contains("per-IP"));
+}
+
+/// A CreatePermission naming one refused peer installs none of its peers.
+#[tokio::test]
+async fn create_permission_with_a_refused_peer_installs_nothing() {
+    let s = start(loopback_config()).await;
+    let peer = Peer::v4().await;
+    let mut c = udp_client(&s, "alice").await;
+    let relayed = c.allocate().await;
+    let r = c
+        .request(
+            Msg::request(method::CREATE_PERMISSION)
+                .xor(attr::XOR_PEER_ADDRESS, peer.addr())
+                .xor(
+                    attr::XOR_PEER_ADDRESS,
+                    "169.254.169.254:80".parse().expect("addr"),
+                ),
+        )
+        .await;
+    assert_error(&r, 403);
+    peer.send(b"dropped", relayed).await;
+    assert_eq!(
+        wait_metric(&s, "hpb_turn_dropped_no_permission_total", |v| v >= 1).await,
+        1
+    );
+    assert_eq!(metric(&s, "hpb_turn_permissions"), 0);
+    // Several peers in one request are all installed.
+    let other: SocketAddr = "127.0.0.2:9".parse().expect("addr");
+    let r = c
+        .request(
+            Msg::request(method::CREATE_PERMISSION)
+                .xor(attr::XOR_PEER_ADDRESS, other)
+                .xor(attr::XOR_PEER_ADDRESS, peer.addr()),
+        )
+        .await;
+    assert_eq!(r.class, Class::Success, "{}", r.describe());
+    assert_eq!(metric(&s, "hpb_turn_permissions"), 2);
+    peer.send(b"allowed", relayed).await;
+    assert_eq!(c.data_indication().await.1, b"allowed");
+    assert_error(
+        &c.request(Msg::request(method::CREATE_PERMISSION)).await,
+        400,
+    );
+}
+
+/// The caps on permissions and channels per allocation: 508 Insufficient Capacity.
+#[tokio::test]
+async fn permission_and_channel_caps_are_508() {
+    let s = start_with(|c| {
+        c.max_permissions = 2;
+        c.max_channels = 1;
+    })
+    .await;
+    let mut c = udp_client(&s, "alice").await;
+    c.allocate().await;
+    for ip in ["127.0.0.2:1", "127.0.0.3:1"] {
+        c.permit(ip.parse().expect("addr")).await;
+    }
+    // Refreshing an existing one is fine; a third is not.
+    c.permit("127.0.0.3:2".parse().expect("addr")).await;
+    assert_error(
+        &c.create_permission("127.0.0.4:1".parse().expect("addr"))
+            .await,
+        508,
+    );
+    let r = c
+        .channel_bind(0x4000, "127.0.0.2:1".parse().expect("addr"))
+        .await;
+    assert_eq!(r.class, Class::Success, "{}", r.describe());
+    let r = c
+        .channel_bind(0x4001, "127.0.0.3:1".parse().expect("addr"))
+        .await;
+    assert_error(&r, 508);
+}
+
+/// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §7.2): dual allocations are not offered, which the
+/// success says in ADDRESS-ERROR-CODE; with REQUESTED-ADDRESS-FAMILY it is 400.
+#[tokio::test]
+async fn additional_address_family_gets_an_address_error_code() {
+    let s = start(loopback_config()).await;
+    let mut c = udp_client(&s, "alice").await;
+    let r = c
+        .request(
+            allocate_msg()
+                .attr(attr::REQUESTED_ADDRESS_FAMILY, &[1, 0, 0, 0])
+                .attr(0x8000, &[2, 0, 0, 0]),
+        )
+        .await;
+    assert_error(&r, 400);
+    let r = c.request(allocate_msg().attr(0x8000, &[2, 0, 0, 0])).await;
+    assert_eq!(r.class, Class::Success, "{}", r.describe());
+    assert!(
+        r.xor(attr::XOR_RELAYED_ADDRESS)
+            .is_some_and(|a| a.is_ipv4())
+    );
+    let aec = r.get(0x8001).expect("ADDRESS-ERROR-CODE");
+    assert_eq!(aec[0], 2, "about IPv6");
+    assert_eq!(u16::from(aec[2] & 7) * 100 + u16::from(aec[3]), 440);
+}
+
+/// RFC 8489 §6.3.2: an indication with an unknown comprehension-required attribute is
+/// discarded (and never answered).
+#[tokio::test]
+async fn send_indication_with_an_unknown_required_attribute_is_discarded() {
+    let s = start(loopback_config()).await;
+    let peer = Peer::v4().await;
+    let mut c = udp_client(&s, "alice").await;
+    c.allocate().await;
+    c.permit(peer.addr()).await;
+    let m = Msg::indication(method::SEND)
+        .xor(attr::XOR_PEER_ADDRESS, peer.addr())
+        .attr(attr::DATA, b"must not arrive")
+        .attr(0x7777, b"?");
+    c.send_raw(&m.encode(None, true)).await;
+    // Comprehension-optional unknown attributes are fine.
+    let m = Msg::indication(method::SEND)
+        .xor(attr::XOR_PEER_ADDRESS, peer.addr())
+        .attr(attr::DATA, b"arrives")
+        .attr(0x8777, b"?");
+    c.send_raw(&m.encode(None, true)).await;
+    assert_eq!(peer.recv().await.0, b"arrives");
+    let r = c.transact(&Msg::request(method::BINDING), None).await;
+    assert_eq!(
+        r.class,
+        Class::Success,
+        "no answer to the indication came first"
+    );
 }
