@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod client;
 pub mod error_code;
 pub mod features;
+pub mod mcu;
 pub mod server;
 pub mod session_id;
 pub mod turn_credentials;

@@ -12,6 +12,7 @@ pub mod http_api;
 pub mod hub;
 pub mod internal;
 pub mod jwt;
+pub mod mcu;
 pub mod nextcloud;
 pub mod outbox;
 pub mod participants;
