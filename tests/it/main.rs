@@ -16,5 +16,6 @@ mod messages;
 mod resume;
 mod rooms;
 mod smoke;
+mod tls;
 mod transient;
 mod turn;

@@ -4,6 +4,8 @@
 mod cli;
 mod config;
 mod metrics;
+mod public_port;
+mod tls;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -94,6 +96,27 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
             .route("/metrics", axum::routing::get(metrics::metrics))
             .with_state(metrics_state),
     );
+    if let Some(h) = &loaded.https {
+        let cert = tls::ReloadingCert::new(h.certificate.clone(), h.key.clone())
+            .context("the [https] certificate could not be loaded")?;
+        cert.spawn_watcher();
+        let public = tokio::net::TcpListener::bind(h.listen).await.with_context(|| {
+            format!(
+                "could not listen on {} ([https] listen; in use by another program, or port 443 without the capability to bind it?)",
+                h.listen
+            )
+        })?;
+        let bound = public.local_addr().context("listener has no address")?;
+        println!("listening: https://{bound}");
+        tokio::spawn(public_port::serve(
+            public,
+            public_port::Services {
+                router: app.clone(),
+                tls: tls::server_config(cert),
+                turn: _turn.as_ref().map(|t| t.server.clone()),
+            },
+        ));
+    }
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -4,12 +4,14 @@
 
 mod defaults;
 mod env;
+mod https;
 pub mod ini;
 mod ini_file;
 mod layer;
 mod merged;
 mod resolve;
 mod schema;
+mod sfu;
 mod show;
 mod toml_file;
 mod turn;
@@ -57,6 +59,10 @@ pub struct Loaded {
     pub log_level: String,
     /// The built-in TURN server, if a TURN secret is configured.
     pub turn: Option<turn::TurnSettings>,
+    /// The built-in SFU, if `[sfu] listen` is set.
+    pub sfu: Option<sfu::SfuSettings>,
+    /// The public TLS port, if `[https] listen` is set.
+    pub https: Option<https::HttpsSettings>,
     /// Set in the development sandbox (no configuration at all).
     pub generated_secrets: Option<GeneratedSecrets>,
     /// Things to log at warn: ignored upstream settings, weak keys, deprecated keys, …
@@ -160,6 +166,8 @@ fn load_from(
         signaling: resolved.signaling,
         log_level: resolved.log_level,
         turn: resolved.turn,
+        sfu: resolved.sfu,
+        https: resolved.https,
         generated_secrets,
         warnings,
         merged,

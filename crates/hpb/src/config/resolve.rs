@@ -25,6 +25,10 @@ pub struct Resolved {
     pub log_level: String,
     /// The built-in TURN server, when a TURN secret is configured.
     pub turn: Option<super::turn::TurnSettings>,
+    /// The built-in SFU, when `[sfu] listen` is set.
+    pub sfu: Option<super::sfu::SfuSettings>,
+    /// The public TLS port, when `[https] listen` is set.
+    pub https: Option<super::https::HttpsSettings>,
 }
 
 pub(super) struct Reader<'a> {
@@ -548,5 +552,7 @@ pub fn resolve(m: &Merged, dev: bool, warnings: &mut Vec<String>) -> Result<Reso
         signaling: cfg,
         log_level: log_level(&r)?,
         turn,
+        sfu: super::sfu::resolve(&r)?,
+        https: super::https::resolve(&r)?,
     })
 }

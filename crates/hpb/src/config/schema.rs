@@ -111,6 +111,18 @@ pub const SECTIONS: &[SectionDef] = &[
         ],
     },
     SectionDef {
+        name: "https",
+        keys: &[
+            k("listen", Kind::Listen),
+            k("certificate", Kind::Text),
+            k("key", Kind::Text),
+        ],
+    },
+    SectionDef {
+        name: "sfu",
+        keys: &[k("listen", Kind::Text), k("external_ip", Kind::Text)],
+    },
+    SectionDef {
         name: "tls",
         keys: &[k("certificate", Kind::Text), k("key", Kind::Text)],
     },
@@ -192,10 +204,6 @@ pub fn is_secret(key: &str) -> bool {
 
 /// Upstream server.conf sections hpb accepts but does not implement, with why.
 pub const UNIMPLEMENTED_SECTIONS: &[(&str, &str)] = &[
-    (
-        "https",
-        "hpb does not serve HTTPS from [https]; terminate TLS in front of [http] listen",
-    ),
     (
         "nats",
         "hpb runs single-node with an in-process message bus; NATS clustering is not implemented yet",

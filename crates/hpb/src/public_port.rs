@@ -1,0 +1,216 @@
+//! The one public TCP port (ARCHITECTURE "Ports"): each connection is told apart by its first
+//! bytes. A TLS ClientHello is TLS: after the handshake ALPN `stun.turn` or a STUN message
+//! means TURN over TLS, anything else is HTTPS and WSS signaling. A STUN message in the clear
+//! is TURN over TCP. Plain HTTP gets a short answer saying to use https. Anything else, and a
+//! connection that says nothing in time (slow-loris), is closed without affecting the others.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hpb_turn::allocation::Transport;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt as _;
+
+use crate::tls::ALPN_TURN;
+
+/// How long a new connection may take to send its first bytes and finish TLS.
+const FIRST_BYTES: Duration = Duration::from_secs(10);
+
+/// A stream with bytes already read from it put back in front.
+struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What a connection's first byte says it is.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Tls,
+    Turn,
+    Http,
+    Garbage,
+}
+
+fn classify(first: u8) -> Kind {
+    match first {
+        0x16 => Kind::Tls,
+        // A STUN request (Binding, Allocate) is what a TURN client sends first.
+        0x00 | 0x01 => Kind::Turn,
+        b'A'..=b'Z' => Kind::Http,
+        _ => Kind::Garbage,
+    }
+}
+
+/// Everything the public port serves.
+#[derive(Clone)]
+pub struct Services {
+    pub router: Router,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub turn: Option<Arc<hpb_turn::server::Server>>,
+}
+
+async fn serve_http<S>(services: &Services, io: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let router = services.router.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(remote = %peer, "HTTPS connection ended: {e}");
+    }
+}
+
+async fn handle(services: Services, tcp: TcpStream, peer: SocketAddr) {
+    let mut first = [0u8; 1];
+    let kind = match tokio::time::timeout(FIRST_BYTES, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => classify(first[0]),
+        _ => return,
+    };
+    match kind {
+        Kind::Tls => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(services.tls.clone());
+            let mut tls = match tokio::time::timeout(FIRST_BYTES, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(remote = %peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(remote = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let alpn_turn = tls.get_ref().1.alpn_protocol() == Some(ALPN_TURN);
+            // Without ALPN the first decrypted bytes decide: STUN, else HTTP.
+            let mut prefix = vec![0u8; 1];
+            let turn = if alpn_turn {
+                prefix.clear();
+                true
+            } else {
+                match tokio::time::timeout(FIRST_BYTES, tls.read(&mut prefix)).await {
+                    Ok(Ok(1)) => classify(prefix[0]) == Kind::Turn,
+                    _ => return,
+                }
+            };
+            let stream = Rewind {
+                prefix,
+                pos: 0,
+                inner: tls,
+            };
+            if turn {
+                match &services.turn {
+                    Some(t) => {
+                        hpb_turn::stream::serve_stream(t.clone(), stream, peer, Transport::Tls)
+                            .await
+                    }
+                    None => {
+                        tracing::debug!(remote = %peer, "TURN over TLS, but the TURN server is off ([turn] secret)")
+                    }
+                }
+            } else {
+                serve_http(&services, stream, peer).await;
+            }
+        }
+        Kind::Turn => match &services.turn {
+            Some(t) => hpb_turn::stream::serve_stream(t.clone(), tcp, peer, Transport::Tcp).await,
+            None => {
+                tracing::debug!(remote = %peer, "TURN over TCP on the public port, but the TURN server is off")
+            }
+        },
+        Kind::Http => {
+            let mut tcp = tcp;
+            let body = "this port speaks TLS: use https:// (and wss:// for signaling)\n";
+            let reply = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(reply.as_bytes()).await;
+            let _ = tcp.shutdown().await;
+        }
+        Kind::Garbage => {
+            tracing::debug!(remote = %peer, first = first[0], "closing a connection that is neither TLS, STUN nor HTTP");
+        }
+    }
+}
+
+/// Accepts connections on the public port until the process ends.
+pub async fn serve(listener: TcpListener, services: Services) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(handle(services.clone(), tcp, peer));
+            }
+            Err(e) => {
+                tracing::warn!("accept on the public port failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes() {
+        assert_eq!(classify(0x16), Kind::Tls);
+        assert_eq!(classify(0x00), Kind::Turn);
+        assert_eq!(classify(0x01), Kind::Turn);
+        assert_eq!(classify(b'G'), Kind::Http);
+        assert_eq!(classify(b'P'), Kind::Http);
+        assert_eq!(classify(0xff), Kind::Garbage);
+        assert_eq!(classify(b'\r'), Kind::Garbage);
+    }
+}
