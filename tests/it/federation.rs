@@ -3,12 +3,21 @@
 //! Two Nextclouds, each with its own hpb. Alice is a user of the "local" Nextcloud; the
 //! conversation lives on the "remote" one, where Bob is. Alice's Talk sends a room join
 //! with a `federation` object (reference §1.6); her hpb connects to the remote hpb with a
-//! federation hello and relays frames both ways.
+//! federation hello and relays frames both ways. When that link drops (remote killed and
+//! restarted, or a cuttable TCP proxy in between), Alice's hpb reconnects: resume, else a
+//! fresh remote session (`federation_interrupted` / `federation_resumed`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hpb_test_support::{
     DEFAULT_TIMEOUT, FakeNextcloud, Hpb, TestClient, TokenOpts, error_code, free_config,
 };
 use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 struct Setup {
     local_nc: FakeNextcloud,
@@ -18,18 +27,26 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_remote("").await.0
+}
+
+/// Like [`setup`]; `remote_extra` is merged into the remote hpb's configuration, which
+/// is returned too (to start the remote again after a kill).
+async fn setup_with_remote(remote_extra: &str) -> (Setup, String) {
     let local_nc = FakeNextcloud::start().await;
     let remote_nc = FakeNextcloud::start().await;
     local_nc.add_public_room("local-token");
     remote_nc.add_public_room("remote-token");
     let local = Hpb::start(&free_config(&local_nc, "")).await;
-    let remote = Hpb::start(&free_config(&remote_nc, "")).await;
-    Setup {
+    let remote_cfg = free_config(&remote_nc, remote_extra);
+    let remote = Hpb::start(&remote_cfg).await;
+    let s = Setup {
         local_nc,
         remote_nc,
         local,
         remote,
-    }
+    };
+    (s, remote_cfg)
 }
 
 /// The JWT the remote Nextcloud issues for a federated user (Talk puts the cloud id in
@@ -45,11 +62,16 @@ fn federation_token(s: &Setup, cloud_id: &str) -> String {
 }
 
 fn federated_join(s: &Setup, token: &str) -> Value {
+    federated_join_via(s, token, &s.remote.http_url())
+}
+
+/// A federated join whose remote signaling server is reached at `signaling`.
+fn federated_join_via(s: &Setup, token: &str, signaling: &str) -> Value {
     json!({"type": "room", "room": {
         "roomid": "local-token",
         "sessionid": "alice-talk-session",
         "federation": {
-            "signaling": s.remote.http_url(),
+            "signaling": signaling,
             "url": s.remote_nc.base_url(),
             "roomid": "remote-token",
             "token": token,
@@ -283,4 +305,332 @@ async fn federation_hello_needs_the_federation_v2_capability() {
     let token = federation_token(&s, "alice@local.example");
     let reply = alice.request(federated_join(&s, &token)).await;
     assert_eq!(error_code(&reply), "federation_unsupported", "{reply}");
+}
+
+// ----- losing the link to the remote server -----
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0 and released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A TCP proxy between the local and the remote hpb that the test can cut: cutting
+/// closes every open connection and makes new ones close right after the accept (so
+/// reconnect attempts fail and are counted), restoring forwards again.
+struct Proxy {
+    addr: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    forward: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let forward = Arc::new(AtomicBool::new(true));
+        let generation = watch::channel(0u64).0;
+        let (acc, fwd, gen_tx) = (accepts.clone(), forward.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
+                if !fwd.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = gen_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            accepts,
+            forward,
+            generation,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    fn cut(&self) {
+        self.forward.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.forward.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (bounded) until more than `n` connections were accepted.
+    async fn wait_accepts_above(&self, n: usize) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.accepts() <= n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+/// Bob (remote) and federated Alice (local) in the room; returns
+/// (bob, bob's id, alice, alice's id as the remote sees it).
+async fn federated_pair(s: &Setup, signaling: &str) -> (TestClient, String, TestClient, String) {
+    let token = federation_token(s, "alice@local.example");
+    federated_pair_with(s, signaling, &token).await
+}
+
+/// Like [`federated_pair`] with Alice's federation token.
+async fn federated_pair_with(
+    s: &Setup,
+    signaling: &str,
+    token: &str,
+) -> (TestClient, String, TestClient, String) {
+    let mut bob = TestClient::connect(s.remote.addr()).await;
+    let b = bob
+        .hello_v1(
+            &s.remote_nc.backend_url(),
+            "bob",
+            &s.remote_nc.ticket("bob"),
+        )
+        .await;
+    bob.join("remote-token", "bob-talk-session").await;
+    let mut alice = TestClient::connect(s.local.addr()).await;
+    alice
+        .hello_v1(
+            &s.local_nc.backend_url(),
+            "alice",
+            &s.local_nc.ticket("alice"),
+        )
+        .await;
+    let reply = alice.request(federated_join_via(s, token, signaling)).await;
+    assert_eq!(reply["type"], "room", "{reply}");
+    let alice_remote_id = federated_id(&mut bob).await;
+    let bob_id = b.sessionid.clone();
+    wait_join_of(&mut alice, |e| e["sessionid"] == bob_id.as_str()).await;
+    (bob, b.sessionid, alice, alice_remote_id)
+}
+
+/// The id of the federated session in the next join event `c` sees with one.
+async fn federated_id(c: &mut TestClient) -> String {
+    let ev = wait_join_of(c, |e| e["federated"] == true).await;
+    ev["event"]["join"]
+        .as_array()
+        .and_then(|j| j.iter().find(|e| e["federated"] == true))
+        .and_then(|e| e["sessionid"].as_str())
+        .expect("federated entry")
+        .to_string()
+}
+
+async fn wait_federation_event(c: &mut TestClient, ty: &str) -> Value {
+    c.wait_event("room", ty, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no {ty} event"))
+}
+
+/// `from` messages `to_id`; `to` gets it from `from_id`.
+async fn message_arrives(
+    from: &mut TestClient,
+    to: &mut TestClient,
+    to_id: &str,
+    from_id: &str,
+    tag: &str,
+) {
+    from.message_session(to_id, json!({"type": "ping", "tag": tag}))
+        .await;
+    let got = to
+        .wait_for(
+            |f| f["type"] == "message" && f["message"]["data"]["tag"] == tag,
+            DEFAULT_TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|| panic!("message {tag} did not arrive"));
+    assert_eq!(got["message"]["sender"]["sessionid"], from_id, "{got}");
+}
+
+#[tokio::test]
+async fn a_restarted_remote_server_gets_a_new_federated_session() {
+    let port = free_port();
+    let (s, remote_cfg) =
+        setup_with_remote(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    let (_bob, _, mut alice, old_remote_id) = federated_pair(&s, &s.remote.http_url()).await;
+
+    s.remote.kill();
+    wait_federation_event(&mut alice, "federation_interrupted").await;
+
+    // The same server comes back on the same port; it knows nothing of the old sessions.
+    let remote = Hpb::start(&remote_cfg).await;
+    assert_eq!(remote.addr().port(), port);
+    let mut bob = TestClient::connect(remote.addr()).await;
+    let b = bob
+        .hello_v1(
+            &s.remote_nc.backend_url(),
+            "bob",
+            &s.remote_nc.ticket("bob"),
+        )
+        .await;
+    bob.join("remote-token", "bob-talk-session").await;
+
+    let resumed = wait_federation_event(&mut alice, "federation_resumed").await;
+    assert_eq!(resumed["event"]["resumed"], false, "{resumed}");
+    // Then the new room reply (under the local token) and the joins, like a new join.
+    let room = alice
+        .wait_for(|f| f["type"] == "room", DEFAULT_TIMEOUT)
+        .await
+        .expect("a room frame after the fresh remote join");
+    assert_eq!(room["room"]["roomid"], "local-token", "{room}");
+    let bob_id = b.sessionid.clone();
+    wait_join_of(&mut alice, |e| e["sessionid"] == bob_id.as_str()).await;
+
+    // The remote saw a new federated session, joined with the same Talk session id.
+    let new_remote_id = federated_id(&mut bob).await;
+    assert_ne!(new_remote_id, old_remote_id);
+    let rejoin = s
+        .remote_nc
+        .requests_of_type("room")
+        .into_iter()
+        .filter(|r| r.inner()["actorid"] == "alice@local.example")
+        .count();
+    assert!(rejoin >= 2, "the remote Nextcloud saw the join again");
+
+    // Messages flow again, with the new remote id mapped to Alice's local session.
+    message_arrives(&mut bob, &mut alice, &new_remote_id, &b.sessionid, "b2a").await;
+    message_arrives(&mut alice, &mut bob, &b.sessionid, &new_remote_id, "a2b").await;
+}
+
+#[tokio::test]
+async fn a_transient_drop_resumes_the_remote_session() {
+    let s = setup().await;
+    let proxy = Proxy::start(s.remote.addr()).await;
+    let (mut bob, bob_id, mut alice, alice_remote_id) = federated_pair(&s, &proxy.url()).await;
+
+    let before = proxy.accepts();
+    proxy.cut();
+    wait_federation_event(&mut alice, "federation_interrupted").await;
+    // At least one reconnect attempt fails while the link is cut.
+    assert!(
+        proxy.wait_accepts_above(before).await,
+        "no reconnect attempt"
+    );
+    // Sent while the link is down: queued and sent after the resume.
+    alice
+        .message_session(&bob_id, json!({"type": "ping", "tag": "queued"}))
+        .await;
+    proxy.restore();
+
+    let resumed = wait_federation_event(&mut alice, "federation_resumed").await;
+    assert_eq!(resumed["event"]["resumed"], true, "{resumed}");
+    let got = bob
+        .wait_for(
+            |f| f["type"] == "message" && f["message"]["data"]["tag"] == "queued",
+            DEFAULT_TIMEOUT,
+        )
+        .await
+        .expect("the queued message arrives after the resume");
+    assert_eq!(
+        got["message"]["sender"]["sessionid"],
+        alice_remote_id.as_str()
+    );
+
+    // The same remote session keeps working both ways.
+    message_arrives(&mut bob, &mut alice, &alice_remote_id, &bob_id, "b2a").await;
+    message_arrives(&mut alice, &mut bob, &bob_id, &alice_remote_id, "a2b").await;
+    let left = bob.drain(Duration::from_millis(300)).await;
+    assert!(
+        !left.iter().any(|f| f["event"]["type"] == "leave"),
+        "bob saw no leave: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn leaving_during_an_outage_stops_the_reconnects() {
+    let s = setup().await;
+    let proxy = Proxy::start(s.remote.addr()).await;
+    let (_bob, _, mut alice, _) = federated_pair(&s, &proxy.url()).await;
+
+    let before = proxy.accepts();
+    proxy.cut();
+    wait_federation_event(&mut alice, "federation_interrupted").await;
+    assert!(proxy.wait_accepts_above(before + 1).await, "reconnects run");
+
+    alice.leave().await;
+    let after_leave = proxy.accepts();
+    proxy.restore();
+    // Longer than the next backoff steps (they are well below 1 s after two attempts):
+    // a running loop would have connected again, and through the restored proxy resumed.
+    let frames = alice.drain(Duration::from_secs(3)).await;
+    assert!(
+        proxy.accepts() <= after_leave + 1,
+        "no reconnect attempts after leaving: {} then {}",
+        after_leave,
+        proxy.accepts()
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| f["event"]["type"] == "federation_resumed"),
+        "{frames:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_after_a_restart_tells_the_client_to_fetch_a_new_one() {
+    let port = free_port();
+    let (s, remote_cfg) =
+        setup_with_remote(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    // Valid (with the server's 60 s leeway) for 6 more seconds only.
+    let created = tokio::time::Instant::now();
+    let token = s.remote_nc.token(
+        Some("alice@local.example"),
+        TokenOpts {
+            userdata: Some(json!({"displayname": "Alice", "actorId": "alice@local.example", "actorType": "federated_users"})),
+            iat_offset_secs: -60,
+            exp_offset_secs: -54,
+            ..TokenOpts::default()
+        },
+    );
+    let (_bob, _, mut alice, _) = federated_pair_with(&s, &s.remote.http_url(), &token).await;
+
+    s.remote.kill();
+    wait_federation_event(&mut alice, "federation_interrupted").await;
+    // The remote comes back only after the token expired: resuming fails (new server),
+    // the fresh hello is refused.
+    tokio::time::sleep_until(created + Duration::from_secs(8)).await;
+    let _remote = Hpb::start(&remote_cfg).await;
+
+    let err = alice
+        .wait_for(|f| f["type"] == "error", Duration::from_secs(30))
+        .await
+        .expect("an error once the remote refuses the token");
+    assert_eq!(error_code(&err), "token_expired", "{err}");
+    assert!(err.get("id").is_none(), "{err}");
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("remote"), "{err}");
+    // And the session is out of the federated room.
+    let room = alice
+        .wait_for(|f| f["type"] == "room", DEFAULT_TIMEOUT)
+        .await
+        .expect("a room frame after the error");
+    assert_eq!(room["room"]["roomid"], "", "{room}");
+    // A new federated join with a fresh token works.
+    let fresh = federation_token(&s, "alice@local.example");
+    let reply = alice.request(federated_join(&s, &fresh)).await;
+    assert_eq!(reply["type"], "room", "{reply}");
 }

@@ -30,6 +30,11 @@ pub enum ErrorCode {
     InternalError,
     ProcessingFailed,
     ClientNotFound,
+    // MCU payload validation (reference §1.10).
+    NoSdp,
+    InvalidSdp,
+    NoCandidate,
+    InvalidCandidate,
     // Codes Nextcloud answers with, forwarded to the client.
     InvalidRequest,
     InvalidTicket,
@@ -65,12 +70,31 @@ impl ErrorCode {
             ErrorCode::InternalError => "internal_error",
             ErrorCode::ProcessingFailed => "processing_failed",
             ErrorCode::ClientNotFound => "client_not_found",
+            ErrorCode::NoSdp => "no_sdp",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::NoCandidate => "no_candidate",
+            ErrorCode::InvalidCandidate => "invalid_candidate",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidTicket => "invalid_ticket",
             ErrorCode::NoSuchUser => "no_such_user",
             ErrorCode::NoSuchRoom => "no_such_room",
             ErrorCode::DuplicateSession => "duplicate_session",
         }
+    }
+
+    /// The code of a media-plane refusal (`McuError::code`), if clients know it.
+    pub fn from_mcu(code: &str) -> Option<ErrorCode> {
+        Some(match code {
+            "client_not_found" => ErrorCode::ClientNotFound,
+            "processing_failed" => ErrorCode::ProcessingFailed,
+            "not_allowed" => ErrorCode::NotAllowed,
+            "no_sdp" => ErrorCode::NoSdp,
+            "invalid_sdp" => ErrorCode::InvalidSdp,
+            "no_candidate" => ErrorCode::NoCandidate,
+            "invalid_candidate" => ErrorCode::InvalidCandidate,
+            "internal_error" => ErrorCode::InternalError,
+            _ => return None,
+        })
     }
 
     /// The code for an error Nextcloud answered with, if clients know it.

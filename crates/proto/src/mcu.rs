@@ -126,9 +126,14 @@ pub struct McuError {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum McuReply {
     /// The SDP answer for a publisher.
-    Answer { sdp: String },
+    Answer {
+        sdp: String,
+    },
     /// The SFU's SDP offer for a subscriber, with the subscription's sid.
-    Offer { sdp: String, sid: String },
+    Offer {
+        sdp: String,
+        sid: String,
+    },
     Done,
     Error(McuError),
 }
@@ -194,7 +199,10 @@ mod tests {
         )
         .expect("Talk's candidate shape");
         assert_eq!(cand.sdp_mline_index, Some(0));
-        assert_eq!(StreamType::from_room_type("screen"), Some(StreamType::Screen));
+        assert_eq!(
+            StreamType::from_room_type("screen"),
+            Some(StreamType::Screen)
+        );
         assert_eq!(StreamType::from_room_type("audio"), None);
     }
 }

@@ -42,6 +42,9 @@ pub struct SignalingConfig {
     pub mcu_max_screen_bitrate: u64,
     /// `[app] allowsubscribeany`.
     pub allow_subscribe_any: bool,
+    /// `[mcu] timeout`: how long a media-plane request (and a subscriber's wait for its
+    /// publisher) may take.
+    pub mcu_timeout: Duration,
     /// Timers and limits (`[limits]`, hpb-only; defaults are upstream's values).
     pub limits: Limits,
 }
@@ -154,6 +157,7 @@ impl SignalingConfig {
             mcu_max_stream_bitrate: 1_048_576,
             mcu_max_screen_bitrate: 2_097_152,
             allow_subscribe_any: false,
+            mcu_timeout: Duration::from_secs(10),
             limits: Limits::default(),
         }
     }

@@ -2,52 +2,28 @@
 //! signaling server as a client, says hello v2 with `auth.type: federation`, joins the
 //! remote room with the same Talk session id, and then proxies frames both ways,
 //! rewriting the remote session and room ids into the local ones.
+//!
+//! This file holds the wire steps (connect, hello, join) and the id rewriting; the
+//! running link, including the reconnect after a lost connection (`federation_interrupted`,
+//! resume or a fresh remote session, `federation_resumed`), is in `federation_link.rs`.
+
+#[path = "federation_link.rs"]
+mod link;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hpb_proto::ErrorCode;
 use hpb_proto::client::FederationJoin;
-use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::Hub;
 use crate::rooms::Refusal;
 use crate::session::Session;
 
-/// An open link to a remote signaling server for one local session.
-pub struct FederationLink {
-    pub remote_session_id: String,
-    pub remote_room: String,
-    pub local_room: String,
-    tx: mpsc::UnboundedSender<Message>,
-    closed: Mutex<bool>,
-}
-
-impl FederationLink {
-    /// Forward a client frame to the remote server.
-    pub fn forward(&self, local_id: &str, text: &str) {
-        let Ok(mut v) = serde_json::from_str::<Value>(text) else {
-            return;
-        };
-        rewrite(&mut v, local_id, &self.remote_session_id, None);
-        let _ = self.tx.send(Message::Text(v.to_string().into()));
-    }
-
-    /// Say bye to the remote server and close the link.
-    pub fn close(&self) {
-        let mut c = self.closed.lock();
-        if !*c {
-            *c = true;
-            let _ = self.tx.send(Message::Text(
-                json!({"type": "bye", "bye": {}}).to_string().into(),
-            ));
-            let _ = self.tx.send(Message::Close(None));
-        }
-    }
-}
+pub use link::FederationLink;
 
 /// Replace string values equal to `from` by `to`; with `rooms`, also `roomid` values.
 fn rewrite(v: &mut Value, from: &str, to: &str, rooms: Option<(&str, &str)>) {
@@ -121,11 +97,24 @@ async fn next_json(ws: &mut Remote) -> Result<Value, Refusal> {
     }
 }
 
-fn remote_error(v: &Value) -> Refusal {
-    let code = v
-        .pointer("/error/code")
+async fn send_json(ws: &mut Remote, v: &Value) -> Result<(), Refusal> {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .map_err(|e| network_error(e.to_string()))
+}
+
+/// The error code of a remote `error` frame (empty if it is none).
+fn remote_code(v: &Value) -> &str {
+    v.pointer("/error/code")
         .and_then(Value::as_str)
-        .unwrap_or("federation_error");
+        .unwrap_or_default()
+}
+
+fn remote_error(v: &Value) -> Refusal {
+    let code = match remote_code(v) {
+        "" => "federation_error",
+        c => c,
+    };
     let message = v
         .pointer("/error/message")
         .and_then(Value::as_str)
@@ -144,8 +133,121 @@ fn remote_error(v: &Value) -> Refusal {
     }
 }
 
+/// Where a federated session lives remotely, from the client's join request.
+pub(crate) struct Target {
+    /// `ws(s)://…/spreed` of the remote signaling server.
+    url: String,
+    /// The remote Nextcloud (`auth.url` of the federation hello).
+    nextcloud_url: String,
+    /// The JWT of the remote Nextcloud (it lives 60 s: a later fresh hello may fail).
+    token: String,
+    remote_room: String,
+    local_room: String,
+    /// The Talk room session id, used for every remote join.
+    room_session_id: String,
+    timeout: Duration,
+}
+
+/// The remote ids of our session there.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RemoteIds {
+    session_id: String,
+    resume_id: String,
+}
+
+/// A connected remote after hello and room join.
+struct Joined {
+    ws: Remote,
+    ids: RemoteIds,
+    /// The remote's room reply (not yet rewritten).
+    reply: Value,
+    /// Frames that arrived before the room reply.
+    early: Vec<Value>,
+}
+
+/// Open the WebSocket, check the `federation` feature (upgrade header and welcome).
+async fn connect(t: &Target) -> Result<Remote, Refusal> {
+    let url = t.url.as_str();
+    let (mut ws, resp) = tokio::time::timeout(t.timeout, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| {
+            network_error(format!(
+                "no connection to {url} within {} s ([federation] timeout)",
+                t.timeout.as_secs()
+            ))
+        })?
+        .map_err(|e| network_error(format!("{url}: {e}")))?;
+    let header = resp
+        .headers()
+        .get(hpb_proto::checksum::HEADER_FEATURES)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !header.split(',').any(|x| x.trim() == "federation") {
+        return Err(Refusal::new(
+            ErrorCode::FederationUnsupported,
+            format!("the remote signaling server at {url} does not support federation"),
+        ));
+    }
+    let welcome = tokio::time::timeout(t.timeout, next_json(&mut ws))
+        .await
+        .map_err(|_| network_error(format!("no welcome from {url}")))??;
+    if welcome["type"] != "welcome" {
+        return Err(network_error(format!(
+            "expected a welcome from the remote, got {welcome}"
+        )));
+    }
+    Ok(ws)
+}
+
+fn ids_of(reply: &Value) -> RemoteIds {
+    let get = |p: &str| {
+        reply
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    RemoteIds {
+        session_id: get("/hello/sessionid"),
+        resume_id: get("/hello/resumeid"),
+    }
+}
+
+/// A fresh federation hello and room join on a connected remote.
+async fn hello_and_join(t: &Target, mut ws: Remote) -> Result<Joined, Refusal> {
+    let hello = json!({"id": "1", "type": "hello", "hello": {"version": "2.0",
+        "auth": {"type": "federation", "url": t.nextcloud_url, "params": {"token": t.token}}}});
+    send_json(&mut ws, &hello).await?;
+    let reply = next_json(&mut ws).await?;
+    if reply["type"] != "hello" {
+        return Err(remote_error(&reply));
+    }
+    let ids = ids_of(&reply);
+    let join = json!({"id": "2", "type": "room",
+        "room": {"roomid": t.remote_room, "sessionid": t.room_session_id}});
+    send_json(&mut ws, &join).await?;
+    // Frames may arrive before the room reply (events); keep them for after it.
+    let mut early = Vec::new();
+    loop {
+        let v = next_json(&mut ws).await?;
+        if v["id"] == "2" {
+            if v["type"] != "room" {
+                return Err(remote_error(&v));
+            }
+            return Ok(Joined {
+                ws,
+                ids,
+                reply: v,
+                early,
+            });
+        }
+        early.push(v);
+    }
+}
+
 impl Hub {
-    /// Join a room on a remote server for `s`. Returns the room reply to send locally.
+    /// Join a room on a remote server for `s`. Returns the room reply to send locally;
+    /// the link starts proxying once [`FederationLink::start`] is called (after that reply).
     pub async fn federated_join(
         self: &Arc<Self>,
         s: &Arc<Session>,
@@ -154,141 +256,42 @@ impl Hub {
         f: &FederationJoin,
     ) -> Result<(Arc<FederationLink>, Value), Refusal> {
         let url = ws_url(&f.signaling).map_err(|m| Refusal::new(ErrorCode::FederationError, m))?;
-        let timeout = self.cfg.federation.timeout;
-        let (mut ws, resp) =
-            tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str()))
-                .await
-                .map_err(|_| {
-                    network_error(format!(
-                        "no connection to {url} within {} s ([federation] timeout)",
-                        timeout.as_secs()
-                    ))
-                })?
-                .map_err(|e| network_error(format!("{url}: {e}")))?;
-        let features = resp
-            .headers()
-            .get(hpb_proto::checksum::HEADER_FEATURES)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        if !features.split(',').any(|x| x.trim() == "federation") {
-            return Err(Refusal::new(
-                ErrorCode::FederationUnsupported,
-                format!("the remote signaling server at {url} does not support federation"),
-            ));
-        }
-        let step = async {
-            let welcome = next_json(&mut ws).await?;
-            if welcome["type"] != "welcome" {
-                return Err(network_error(format!(
-                    "expected a welcome from the remote, got {welcome}"
-                )));
-            }
-            let hello = json!({"id": "1", "type": "hello", "hello": {"version": "2.0",
-                "auth": {"type": "federation", "url": f.url, "params": {"token": f.token}}}});
-            ws.send(Message::Text(hello.to_string().into()))
-                .await
-                .map_err(|e| network_error(e.to_string()))?;
-            let reply = next_json(&mut ws).await?;
-            if reply["type"] != "hello" {
-                return Err(remote_error(&reply));
-            }
-            let remote_id = reply
-                .pointer("/hello/sessionid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let remote_room = if f.roomid.is_empty() {
+        let target = Target {
+            url,
+            nextcloud_url: f.url.clone(),
+            token: f.token.clone(),
+            remote_room: if f.roomid.is_empty() {
                 local_room.to_string()
             } else {
                 f.roomid.clone()
-            };
-            let join = json!({"id": "2", "type": "room", "room": {"roomid": remote_room, "sessionid": room_session_id}});
-            ws.send(Message::Text(join.to_string().into()))
-                .await
-                .map_err(|e| network_error(e.to_string()))?;
-            // Frames may arrive before the room reply (events); keep them for after it.
-            let mut early = Vec::new();
-            loop {
-                let v = next_json(&mut ws).await?;
-                if v["id"] == "2" {
-                    if v["type"] != "room" {
-                        return Err(remote_error(&v));
-                    }
-                    return Ok((remote_id, remote_room, v, early));
-                }
-                early.push(v);
-            }
+            },
+            local_room: local_room.to_string(),
+            room_session_id: room_session_id.to_string(),
+            timeout: self.cfg.federation.timeout,
         };
-        let (remote_id, remote_room, mut room_reply, early) =
-            tokio::time::timeout(timeout, step).await.map_err(|_| {
+        let ws = connect(&target).await?;
+        let Joined {
+            ws,
+            ids,
+            mut reply,
+            early,
+        } = tokio::time::timeout(target.timeout, hello_and_join(&target, ws))
+            .await
+            .map_err(|_| {
                 network_error(format!(
-                    "the remote at {url} did not complete hello and join within {} s",
-                    timeout.as_secs()
+                    "the remote at {} did not complete hello and join within {} s",
+                    target.url,
+                    target.timeout.as_secs()
                 ))
             })??;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let link = Arc::new(FederationLink {
-            remote_session_id: remote_id.clone(),
-            remote_room: remote_room.clone(),
-            local_room: local_room.to_string(),
-            tx,
-            closed: Mutex::new(false),
-        });
         rewrite(
-            &mut room_reply,
-            &remote_id,
+            &mut reply,
+            &ids.session_id,
             &s.public_id,
-            Some((&remote_room, local_room)),
+            Some((&target.remote_room, &target.local_room)),
         );
-        let (mut sink, mut stream) = ws.split();
-        tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                let close = matches!(m, Message::Close(_));
-                if sink.send(m).await.is_err() || close {
-                    break;
-                }
-            }
-        });
-        let hub = self.clone();
-        let session = s.clone();
-        let link2 = link.clone();
-        let local_room = local_room.to_string();
-        tokio::spawn(async move {
-            let deliver = |mut v: Value| {
-                rewrite(
-                    &mut v,
-                    &link2.remote_session_id,
-                    &session.public_id,
-                    Some((&link2.remote_room, &local_room)),
-                );
-                hub.deliver(&session, &v.to_string().into());
-            };
-            for v in early {
-                deliver(v);
-            }
-            while let Some(msg) = stream.next().await {
-                match msg {
-                    Ok(Message::Text(t)) => {
-                        if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
-                            if v["type"] == "bye" {
-                                break;
-                            }
-                            deliver(v);
-                        }
-                    }
-                    Ok(Message::Close(_)) | Err(_) => break,
-                    _ => {}
-                }
-            }
-            if !*link2.closed.lock() {
-                // The remote went away: tell the client its federated room is gone.
-                let ev = json!({"type": "event", "event": {"target": "room", "type": "federation_interrupted"}});
-                hub.deliver(&session, &ev.to_string().into());
-                hub.end_federation(&session);
-            }
-        });
-        Ok((link, room_reply))
+        let link = FederationLink::spawn(self, s, target, ids, ws, early);
+        Ok((link, reply))
     }
 
     /// Close the federation link of a session, if any.
@@ -324,5 +327,14 @@ mod tests {
             v,
             json!({"type":"event","event":{"join":[{"sessionid":"L"}],"roomid":"local"}})
         );
+    }
+
+    #[test]
+    fn remote_errors_keep_the_remote_code() {
+        let e =
+            remote_error(&json!({"type":"error","error":{"code":"token_expired","message":"x"}}));
+        assert_eq!(e.code, ErrorCode::TokenExpired);
+        let e = remote_error(&json!({"type":"bye"}));
+        assert_eq!(e.code, ErrorCode::FederationError);
     }
 }

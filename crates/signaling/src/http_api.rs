@@ -79,7 +79,11 @@ pub async fn stats(
     if let Err(r) = stats_allowed(&hub, peer, &headers) {
         return *r;
     }
-    Json(json!({"rooms": hub.room_count(), "sessions": hub.session_count()})).into_response()
+    let mut body = json!({"rooms": hub.room_count(), "sessions": hub.session_count()});
+    if let Some(media) = &hub.media {
+        body["mcu"] = json!(media.stats());
+    }
+    Json(body).into_response()
 }
 
 pub async fn serverinfo(
@@ -90,12 +94,17 @@ pub async fn serverinfo(
     if let Err(r) = stats_allowed(&hub, peer, &headers) {
         return *r;
     }
-    Json(json!({
+    let mut body = json!({
         "version": hpb_proto::COMPAT_VERSION,
         "features": hub.client_features,
         "nats": {"urls": ["in-process"], "connected": true},
-    }))
-    .into_response()
+    });
+    if let Some(media) = &hub.media {
+        let mut sfu = json!(media.stats());
+        sfu["mode"] = json!("builtin");
+        body["sfu"] = sfu;
+    }
+    Json(body).into_response()
 }
 
 #[derive(Deserialize)]

@@ -100,6 +100,8 @@ pub struct Hub {
     pub(crate) rooms: Mutex<HashMap<RoomKey, Arc<Room>>>,
     /// Virtual sessions by (owner public id, id chosen by the internal client).
     pub(crate) virtuals: Mutex<HashMap<VirtualKey, Arc<Session>>>,
+    /// The media plane, when one is plugged in (`Signaling::start_with_mcu`).
+    pub media: Option<Arc<crate::media::Media>>,
 }
 
 /// A key scoped to one backend: (backend id, user id or Talk room session id).
@@ -146,6 +148,7 @@ impl Hub {
             room_sessions: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             virtuals: Mutex::new(HashMap::new()),
+            media: None,
         }
     }
 
@@ -322,6 +325,7 @@ impl Hub {
         self.end_federation(s);
         let notify_backend = reason != CloseReason::RoomSessionReconnected;
         self.leave_room(s, notify_backend).await;
+        self.media_session_gone(s);
         self.unregister(s);
         // Virtual sessions owned by an internal session go with it.
         if s.kind == ClientKind::Internal {

@@ -77,7 +77,8 @@ impl Hub {
                 }
             }
             InternalMessage::InCall { incall } => {
-                s.state.lock().in_call = incall;
+                let old = std::mem::replace(&mut s.state.lock().in_call, incall);
+                self.media_call_flags(s, old, incall);
                 if let Some(room) = s.room() {
                     self.publish_users_with_internal(&room);
                 }

@@ -13,6 +13,7 @@ pub mod hub;
 pub mod internal;
 pub mod jwt;
 pub mod mcu;
+pub mod media;
 pub mod nextcloud;
 pub mod outbox;
 pub mod participants;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use config::SignalingConfig;
 pub use hub::Hub;
@@ -50,16 +52,48 @@ pub struct Signaling {
 
 impl Signaling {
     /// Build the hub and start its housekeeping and room pings (needs a tokio runtime).
+    /// No media plane: WebRTC signaling is relayed peer to peer.
     pub fn start(cfg: SignalingConfig) -> Result<Self, StartError> {
+        Self::start_inner(cfg, None)
+    }
+
+    /// Like [`Signaling::start`] with a media plane: media messages go to `mcu`, its
+    /// `events` are delivered to the clients, and `mcu`, `simulcast`, `update-sdp` are
+    /// advertised.
+    pub fn start_with_mcu(
+        cfg: SignalingConfig,
+        mcu: Arc<dyn mcu::Mcu>,
+        events: UnboundedReceiver<mcu::McuEvent>,
+    ) -> Result<Self, StartError> {
+        Self::start_inner(cfg, Some((mcu, events)))
+    }
+
+    fn start_inner(
+        cfg: SignalingConfig,
+        mcu: Option<(Arc<dyn mcu::Mcu>, UnboundedReceiver<mcu::McuEvent>)>,
+    ) -> Result<Self, StartError> {
+        use hpb_proto::features::{self, MCU_FEATURES, merged};
         let codec = hpb_proto::session_id::SessionIdCodec::new(&cfg.hash_key, &cfg.block_key)?;
-        let features = hpb_proto::features::header_value(&hpb_proto::features::merged(
-            hpb_proto::features::CLIENT_FEATURES,
-            &[],
-        ));
-        let nextcloud = nextcloud::Nextcloud::new(&cfg, features)?;
-        let hub = Arc::new(Hub::new(cfg, codec, nextcloud));
+        let extra: &[&'static str] = if mcu.is_some() { MCU_FEATURES } else { &[] };
+        let header = features::header_value(&merged(features::CLIENT_FEATURES, extra));
+        let nextcloud = nextcloud::Nextcloud::new(&cfg, header)?;
+        let mut hub = Hub::new(cfg, codec, nextcloud);
+        let events = match mcu {
+            Some((mcu, events)) => {
+                hub.media = Some(Arc::new(media::Media::new(mcu)));
+                hub.client_features = merged(&hub.client_features, MCU_FEATURES);
+                hub.internal_features = merged(&hub.internal_features, MCU_FEATURES);
+                hub.welcome_features = merged(&hub.welcome_features, MCU_FEATURES);
+                Some(events)
+            }
+            None => None,
+        };
+        let hub = Arc::new(hub);
         hub.spawn_housekeeping();
         hub.spawn_room_pings();
+        if let Some(events) = events {
+            hub.spawn_media_events(events);
+        }
         Ok(Self { hub })
     }
 

@@ -118,6 +118,7 @@ impl Hub {
                     .filter_map(|p| p.as_str().map(str::to_string))
                     .collect();
                 s.state.lock().permissions = Some(set);
+                self.media_permissions_changed(s);
             }
         }
         self.map_entries(room, &mut users);
@@ -147,7 +148,8 @@ impl Hub {
             let joining = flags & 1 != 0;
             for s in room.members() {
                 if matches!(s.kind, ClientKind::Client) {
-                    s.state.lock().in_call = flags;
+                    let old = std::mem::replace(&mut s.state.lock().in_call, flags);
+                    self.media_call_flags(&s, old, flags);
                 }
                 let notify = match s.kind {
                     ClientKind::Client => true,
@@ -163,7 +165,9 @@ impl Hub {
         let found = self.map_entries(room, &mut changed);
         for (s, i) in &found {
             if let Some(v) = changed[*i].get("inCall") {
-                s.state.lock().in_call = in_call_flags(v);
+                let new = in_call_flags(v);
+                let old = std::mem::replace(&mut s.state.lock().in_call, new);
+                self.media_call_flags(s, old, new);
             }
         }
         self.map_entries(room, &mut users);

@@ -27,6 +27,20 @@ fn is_nick_changed(data: &serde_json::value::RawValue) -> bool {
 }
 
 impl Hub {
+    /// Handle a client `message`: with an MCU its media messages are taken first
+    /// (`media.rs`), everything else is relayed.
+    pub async fn handle_message(
+        self: &Arc<Self>,
+        s: &Arc<Session>,
+        id: Option<&str>,
+        m: RelayMessage,
+    ) {
+        if self.media.is_some() && !self.media_message(s, id, &m).await {
+            return;
+        }
+        self.handle_relay(s, "message", m);
+    }
+
     /// Handle `message` (`kind` = "message") or `control` (`kind` = "control").
     pub fn handle_relay(self: &Arc<Self>, s: &Arc<Session>, kind: &'static str, m: RelayMessage) {
         if kind == "control" && !s.is_internal() && !s.has_permission(PERM_CONTROL) {

@@ -117,7 +117,7 @@ impl Hub {
             };
             match self.federated_join(s, &req.roomid, &room_session, f).await {
                 Ok((link, mut reply)) => {
-                    *s.federation.lock() = Some(link);
+                    *s.federation.lock() = Some(link.clone());
                     match id {
                         Some(i) => reply["id"] = serde_json::Value::String(i.to_string()),
                         None => {
@@ -127,6 +127,8 @@ impl Hub {
                         }
                     }
                     conn.reply(reply.to_string());
+                    // Remote frames only after the room reply.
+                    link.start();
                 }
                 Err(r) => {
                     tracing::warn!(session = %s.public_id, room = %req.roomid, code = %r.code, reason = %r.message, "federated join failed");
@@ -371,6 +373,7 @@ impl Hub {
             st.roomless_since = std::time::Instant::now();
             (room, st.room_session_id.take())
         };
+        self.media_session_gone(s);
         if let Some(rs) = &room_session {
             let key = (s.backend.id.clone(), rs.clone());
             let mut map = self.room_sessions.lock();

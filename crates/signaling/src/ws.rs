@@ -376,7 +376,7 @@ async fn dispatch(
             return Flow::Bye;
         }
         ClientBody::Room(r) => hub.handle_room(conn, &s, id, r).await,
-        ClientBody::Message(m) => hub.handle_relay(&s, "message", m),
+        ClientBody::Message(m) => hub.handle_message(&s, id, m).await,
         ClientBody::Control(m) => hub.handle_relay(&s, "control", m),
         ClientBody::Internal(m) => hub.handle_internal(conn, &s, id, m).await,
         ClientBody::Transient(t) => hub.handle_transient(conn, &s, id, t),
