@@ -2,9 +2,11 @@
 //! real WebSocket clients. One test binary (builds are the scarce resource); one module per
 //! area of the protocol.
 
+mod acme;
 mod backend_api;
 mod backends;
 mod config_file;
+mod deploy;
 mod events;
 mod federation;
 mod hello;
@@ -15,6 +17,7 @@ mod load;
 mod messages;
 mod resume;
 mod rooms;
+mod sfu;
 mod smoke;
 mod tls;
 mod transient;

@@ -1,14 +1,20 @@
 //! The `hpb` binary: parses the command line, loads the layered configuration,
-//! composes the servers and serves them until SIGTERM/SIGINT.
+//! composes the servers and serves them until SIGTERM/SIGINT (then drains, see `lifecycle`).
 
+mod acme;
 mod cli;
 mod config;
+mod health;
+mod lifecycle;
+mod media;
 mod metrics;
 mod public_port;
+mod sd_notify;
 mod tls;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -55,12 +61,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
-    runtime.block_on(serve(loaded))
+    let result = runtime.block_on(serve(loaded));
+    // Tasks still running (a slow call to Nextcloud) do not hold up the exit.
+    runtime.shutdown_background();
+    result
 }
 
 async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
-    let signaling =
-        Signaling::start(loaded.signaling).context("invalid signaling configuration")?;
+    let signals = lifecycle::Signals::install()?;
+    let life = lifecycle::Lifecycle::new();
+    // The built-in SFU, when [sfu] listen is set; signaling talks to it through its MCU port.
+    let sfu = match &loaded.sfu {
+        Some(cfg) => {
+            let sfu_cfg = hpb_sfu::SfuConfig {
+                listen: cfg.listen,
+                external_ip: cfg.external_ip,
+                ..hpb_sfu::SfuConfig::default()
+            };
+            let (sfu, events) = hpb_sfu::Sfu::start(sfu_cfg)
+                .await
+                .context("the built-in SFU could not start ([sfu] listen)")?;
+            println!("sfu: udp {}", sfu.local_addr());
+            Some((Arc::new(sfu), events))
+        }
+        None => None,
+    };
+    let (signaling, sfu) = match sfu {
+        Some((sfu, events)) => (
+            Signaling::start_with_mcu(
+                loaded.signaling,
+                Arc::new(media::BuiltinSfu(sfu.clone())),
+                events,
+            )
+            .context("invalid signaling configuration")?,
+            Some(sfu),
+        ),
+        None => (
+            Signaling::start(loaded.signaling).context("invalid signaling configuration")?,
+            None,
+        ),
+    };
     let listener = tokio::net::TcpListener::bind(loaded.listen)
         .await
         .with_context(|| format!("could not listen on {} (in use by another program? change [http] listen or --listen)", loaded.listen))?;
@@ -90,16 +130,34 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     let metrics_state = metrics::MetricsState {
         hub: hub.clone(),
         turn: _turn.as_ref().map(|t| t.server.clone()),
+        sfu: sfu.clone(),
     };
-    let app = signaling.router().merge(
-        axum::Router::new()
-            .route("/metrics", axum::routing::get(metrics::metrics))
-            .with_state(metrics_state),
-    );
+    let app = signaling
+        .router()
+        .merge(
+            axum::Router::new()
+                .route("/metrics", axum::routing::get(metrics::metrics))
+                .with_state(metrics_state),
+        )
+        .merge(health::router(life.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            life.clone(),
+            lifecycle::refuse_while_draining,
+        ));
+    let mut public_task = None;
     if let Some(h) = &loaded.https {
-        let cert = tls::ReloadingCert::new(h.certificate.clone(), h.key.clone())
-            .context("the [https] certificate could not be loaded")?;
-        cert.spawn_watcher();
+        let (tls_config, acme) = match &h.source {
+            config::CertSource::Files { certificate, key } => {
+                let cert = tls::ReloadingCert::new(certificate.clone(), key.clone())
+                    .context("the [https] certificate could not be loaded")?;
+                cert.spawn_watcher();
+                (tls::server_config(cert), None)
+            }
+            config::CertSource::Acme(a) => {
+                let acme = acme::Acme::new(a)?;
+                (tls::acme_server_config(acme.resolver()), Some(acme))
+            }
+        };
         let public = tokio::net::TcpListener::bind(h.listen).await.with_context(|| {
             format!(
                 "could not listen on {} ([https] listen; in use by another program, or port 443 without the capability to bind it?)",
@@ -108,26 +166,37 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
         })?;
         let bound = public.local_addr().context("listener has no address")?;
         println!("listening: https://{bound}");
-        tokio::spawn(public_port::serve(
+        if let Some(acme) = acme {
+            acme.spawn();
+        }
+        public_task = Some(tokio::spawn(public_port::serve(
             public,
             public_port::Services {
                 router: app.clone(),
-                tls: tls::server_config(cert),
+                tls: tls_config,
                 turn: _turn.as_ref().map(|t| t.server.clone()),
             },
-        ));
+        )));
     }
-    axum::serve(
+    tokio::spawn(lifecycle::drain_on_signal(
+        signals,
+        life.clone(),
+        hub,
+        loaded.shutdown_timeout,
+        loaded.https.is_some(),
+    ));
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: telling clients to reconnect");
-        hub.close_all().await;
-    })
-    .await
-    .context("HTTP server failed")?;
+    .with_graceful_shutdown(life.stopped());
+    life.set_ready(&format!("serving on {addr}"));
+    let served = lifecycle::serve(server, &life).await;
+    tracing::info!("stopped: exiting");
+    if let Some(t) = public_task {
+        t.abort();
+    }
+    served?;
     Ok(())
 }
 
@@ -148,25 +217,4 @@ fn print_sandbox_instructions(addr: SocketAddr, g: &config::GeneratedSecrets) {
     }
     println!("For production, write an hpb.toml (see README) and run: hpb --config hpb.toml");
     println!();
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

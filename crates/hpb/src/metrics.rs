@@ -1,5 +1,5 @@
-//! `GET /metrics`: the Prometheus text of the signaling hub's counters and the built-in TURN
-//! server's, for the addresses in `[stats] allowed_ips` (like upstream's `/metrics`).
+//! `GET /metrics`: the Prometheus text of the signaling hub's counters and those of the
+//! built-in TURN server and SFU, for the addresses in `[stats] allowed_ips` (like upstream's `/metrics`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use hpb_signaling::Hub;
 pub struct MetricsState {
     pub hub: Arc<Hub>,
     pub turn: Option<Arc<hpb_turn::server::Server>>,
+    pub sfu: Option<Arc<hpb_sfu::Sfu>>,
 }
 
 fn signaling(hub: &Hub) -> String {
@@ -88,6 +89,9 @@ pub async fn metrics(
     let mut body = signaling(&st.hub);
     if let Some(t) = &st.turn {
         body.push_str(&t.metrics.render());
+    }
+    if let Some(s) = &st.sfu {
+        body.push_str(&s.metrics());
     }
     (
         [(

@@ -1,6 +1,7 @@
 //! The one public TCP port (ARCHITECTURE "Ports"): each connection is told apart by its first
 //! bytes. A TLS ClientHello is TLS: after the handshake ALPN `stun.turn` or a STUN message
-//! means TURN over TLS, anything else is HTTPS and WSS signaling. A STUN message in the clear
+//! means TURN over TLS, ALPN `acme-tls/1` is an ACME validation (closed after the handshake),
+//! anything else is HTTPS and WSS signaling. A STUN message in the clear
 //! is TURN over TCP. Plain HTTP gets a short answer saying to use https. Anything else, and a
 //! connection that says nothing in time (slow-loris), is closed without affecting the others.
 
@@ -19,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Re
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
-use crate::tls::ALPN_TURN;
+use crate::tls::{ALPN_ACME, ALPN_TURN};
 
 /// How long a new connection may take to send its first bytes and finish TLS.
 const FIRST_BYTES: Duration = Duration::from_secs(10);
@@ -130,7 +131,14 @@ async fn handle(services: Services, tcp: TcpStream, peer: SocketAddr) {
                     return;
                 }
             };
-            let alpn_turn = tls.get_ref().1.alpn_protocol() == Some(ALPN_TURN);
+            let alpn = tls.get_ref().1.alpn_protocol();
+            if alpn == Some(ALPN_ACME) {
+                // tls-alpn-01: the certificate was the answer; nothing else is spoken.
+                tracing::info!(remote = %peer, "acme: answered a tls-alpn-01 validation");
+                let _ = tls.shutdown().await;
+                return;
+            }
+            let alpn_turn = alpn == Some(ALPN_TURN);
             // Without ALPN the first decrypted bytes decide: STUN, else HTTP.
             let mut prefix = vec![0u8; 1];
             let turn = if alpn_turn {

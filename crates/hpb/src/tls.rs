@@ -1,6 +1,7 @@
 //! TLS for hpb's public port: the certificate chain and key from PEM files, served through a
 //! resolver that swaps in a new pair on SIGHUP or when the files change, so renewed
-//! certificates take effect for new handshakes without dropping any connection.
+//! certificates take effect for new handshakes without dropping any connection. With ACME the
+//! certificates come from `crate::acme` instead, through the same server configuration.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use rustls::sign::CertifiedKey;
 /// ALPN ids the public port accepts: HTTP/1.1 (HTTPS, WSS) and TURN (RFC 7443).
 pub const ALPN_HTTP: &[u8] = b"http/1.1";
 pub const ALPN_TURN: &[u8] = b"stun.turn";
+/// ALPN of ACME's tls-alpn-01 validation (RFC 8737): answered by the certificate alone.
+pub const ALPN_ACME: &[u8] = b"acme-tls/1";
 
 fn load(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -121,10 +124,24 @@ impl ResolvesServerCert for ReloadingCert {
 
 /// The rustls server configuration of the public port.
 pub fn server_config(cert: Arc<ReloadingCert>) -> Arc<rustls::ServerConfig> {
+    config_with(cert, false)
+}
+
+/// The public port's configuration with ACME's resolver: it also answers tls-alpn-01.
+pub fn acme_server_config(
+    resolver: Arc<rustls_acme::ResolvesServerCertAcme>,
+) -> Arc<rustls::ServerConfig> {
+    config_with(resolver, true)
+}
+
+fn config_with(resolver: Arc<dyn ResolvesServerCert>, acme: bool) -> Arc<rustls::ServerConfig> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_cert_resolver(cert);
+        .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![ALPN_HTTP.to_vec(), ALPN_TURN.to_vec()];
+    if acme {
+        cfg.alpn_protocols.push(ALPN_ACME.to_vec());
+    }
     Arc::new(cfg)
 }

@@ -65,7 +65,19 @@ impl CloseReason {
                 "the Talk session reconnected on another signaling connection".into()
             }
             CloseReason::Disinvited => "removed from the room".into(),
+            CloseReason::Shutdown => {
+                "service restart: the signaling server is shutting down; reconnect".into()
+            }
             other => format!("{other:?}").to_lowercase(),
+        }
+    }
+
+    /// The WebSocket close code: 1012 (service restart) on shutdown, so clients reconnect
+    /// (Talk reconnects on every close code except 1001), else 1000.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            CloseReason::Shutdown => 1012,
+            _ => 1000,
         }
     }
 }
@@ -79,6 +91,8 @@ pub struct Counters {
     pub messages_in: AtomicU64,
     pub frames_out: AtomicU64,
     pub slow_client_disconnects: AtomicU64,
+    /// Client WebSocket connections open now (with or without a session).
+    pub connections: AtomicU64,
 }
 
 pub struct Hub {
@@ -102,6 +116,8 @@ pub struct Hub {
     pub(crate) virtuals: Mutex<HashMap<VirtualKey, Arc<Session>>>,
     /// The media plane, when one is plugged in (`Signaling::start_with_mcu`).
     pub media: Option<Arc<crate::media::Media>>,
+    /// Set by `close_all`: connections (also those without a session yet) close themselves.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// A key scoped to one backend: (backend id, user id or Talk room session id).
@@ -149,7 +165,13 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             virtuals: Mutex::new(HashMap::new()),
             media: None,
+            shutdown: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Becomes `true` when the hub shuts down (`close_all`).
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     /// Allocate ids for a new session on `backend_id`.
@@ -303,7 +325,7 @@ impl Hub {
         if let Delivery::Connected(outbox) = old {
             let text = reason.close_text(self.cfg.limits.max_queued_messages);
             let close = CloseRequest {
-                code: 1000,
+                code: reason.close_code(),
                 reason: text,
             };
             match reason.bye_reason() {
@@ -442,11 +464,16 @@ impl Hub {
         });
     }
 
-    /// Close every session (shutdown).
+    /// Close every session (shutdown): each is sent `bye` (reason `shutdown`) and close code
+    /// 1012 at once, before the slower cleanup (leaving rooms at Nextcloud) runs for all of
+    /// them together. Connections without a session close themselves the same way.
     pub async fn close_all(self: &Arc<Self>) {
+        self.shutdown.send_replace(true);
         let all: Vec<_> = self.sessions.read().values().cloned().collect();
-        for s in all {
-            self.close_session(&s, CloseReason::Shutdown).await;
-        }
+        futures_util::future::join_all(
+            all.iter()
+                .map(|s| self.close_session(s, CloseReason::Shutdown)),
+        )
+        .await;
     }
 }

@@ -183,7 +183,30 @@ async fn writer(
     }
 }
 
+/// Counts a connection in `Counters::connections` while it lives.
+struct OpenConnection(Arc<Hub>);
+
+impl OpenConnection {
+    fn new(hub: &Arc<Hub>) -> Self {
+        hub.counters
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(hub.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
+    let _open = OpenConnection::new(&hub);
+    let mut shutdown = hub.shutdown_signal();
     let limits = hub.cfg.limits.clone();
     let (sink, mut stream) = socket.split();
     let outbox = Arc::new(Outbox::new(limits.max_queued_messages));
@@ -284,6 +307,29 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
             }
             _ = &mut writer_task => {
                 // Closed by the hub (bye, takeover, slow client) or a write error.
+                break;
+            }
+            () = async {
+                if shutdown.wait_for(|down| *down).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                // Shutdown: also a connection whose hello raced `close_all`, or without one.
+                match &session {
+                    Some(s) => hub.close_session(s, CloseReason::Shutdown).await,
+                    None => {
+                        let bye = server::frame(None, "bye", Some(&server::Bye { reason: "shutdown" }));
+                        outbox.close_with(
+                            Some(bye.into()),
+                            CloseRequest {
+                                code: CloseReason::Shutdown.close_code(),
+                                reason: "service restart: the signaling server is shutting down; reconnect".into(),
+                            },
+                        );
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await;
+                said_bye = true;
                 break;
             }
         }

@@ -10,6 +10,8 @@ use super::layer::{LayerBuilder, LayerKind, boolean, list, text, uint};
 
 /// The listen address when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// How long a shutdown waits for clients to go (`[http] shutdown_timeout`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The log level when nothing else is configured.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -36,6 +38,10 @@ pub fn defaults_layer() -> LayerBuilder {
     let mut b = LayerBuilder::new(LayerKind::Default, "default");
     let mut set = |path: &[&str], v| b.set(path, v, "default");
     set(&["http", "listen"], text(DEFAULT_LISTEN));
+    set(
+        &["http", "shutdown_timeout"],
+        uint(DEFAULT_SHUTDOWN_TIMEOUT.as_secs()),
+    );
     set(
         &["http", "allowed_origins"],
         list(d.allowed_origins.clone()),

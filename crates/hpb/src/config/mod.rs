@@ -27,6 +27,7 @@ use hpb_signaling::SignalingConfig;
 use self::layer::LayerBuilder;
 use self::merged::Merged;
 
+pub use self::https::{AcmeSettings, CertSource, LETS_ENCRYPT};
 pub use self::show::show;
 
 /// Where the configuration comes from.
@@ -54,6 +55,8 @@ pub struct GeneratedSecrets {
 pub struct Loaded {
     /// `[http] listen`.
     pub listen: SocketAddr,
+    /// `[http] shutdown_timeout`: on SIGTERM, how long to wait for clients to go.
+    pub shutdown_timeout: std::time::Duration,
     pub signaling: SignalingConfig,
     /// `[log] level`: a tracing filter.
     pub log_level: String,
@@ -163,6 +166,7 @@ fn load_from(
     };
     Ok(Loaded {
         listen: resolved.listen,
+        shutdown_timeout: resolved.shutdown_timeout,
         signaling: resolved.signaling,
         log_level: resolved.log_level,
         turn: resolved.turn,

@@ -21,6 +21,8 @@ use super::merged::{Item, Merged};
 #[derive(Debug)]
 pub struct Resolved {
     pub listen: SocketAddr,
+    /// `[http] shutdown_timeout`: how long SIGTERM waits for clients to go.
+    pub shutdown_timeout: Duration,
     pub signaling: SignalingConfig,
     pub log_level: String,
     /// The built-in TURN server, when a TURN secret is configured.
@@ -521,6 +523,8 @@ pub fn resolve(m: &Merged, dev: bool, warnings: &mut Vec<String>) -> Result<Reso
     cfg.federation.skip_verify = r.boolean("federation", "skipverify", false)?;
     cfg.mcu_max_stream_bitrate = r.uint("mcu", "maxstreambitrate", cfg.mcu_max_stream_bitrate)?;
     cfg.mcu_max_screen_bitrate = r.uint("mcu", "maxscreenbitrate", cfg.mcu_max_screen_bitrate)?;
+    cfg.mcu_timeout =
+        Duration::from_secs(r.positive("mcu", "timeout", cfg.mcu_timeout.as_secs())?);
     // `[turn] port` is only read for its type here; the TURN server uses it.
     r.uint("turn", "port", 0)?;
     cfg.limits = limits(&r, warnings)?;
@@ -547,12 +551,18 @@ pub fn resolve(m: &Merged, dev: bool, warnings: &mut Vec<String>) -> Result<Reso
             servers,
         });
     }
+    let shutdown_timeout = Duration::from_secs(r.uint(
+        "http",
+        "shutdown_timeout",
+        super::defaults::DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
+    )?);
     Ok(Resolved {
         listen,
+        shutdown_timeout,
         signaling: cfg,
         log_level: log_level(&r)?,
         turn,
         sfu: super::sfu::resolve(&r)?,
-        https: super::https::resolve(&r)?,
+        https: super::https::resolve(&r, warnings)?,
     })
 }

@@ -43,7 +43,11 @@ pub const BACKENDS: &str = "backends";
 pub const SECTIONS: &[SectionDef] = &[
     SectionDef {
         name: "http",
-        keys: &[k("listen", Kind::Listen), k("allowed_origins", Kind::List)],
+        keys: &[
+            k("listen", Kind::Listen),
+            k("allowed_origins", Kind::List),
+            k("shutdown_timeout", Kind::UInt),
+        ],
     },
     SectionDef {
         name: "app",
@@ -82,6 +86,7 @@ pub const SECTIONS: &[SectionDef] = &[
         keys: &[
             k("maxstreambitrate", Kind::UInt),
             k("maxscreenbitrate", Kind::UInt),
+            k("timeout", Kind::UInt),
         ],
     },
     SectionDef {
@@ -116,6 +121,11 @@ pub const SECTIONS: &[SectionDef] = &[
             k("listen", Kind::Listen),
             k("certificate", Kind::Text),
             k("key", Kind::Text),
+            k("acme_domains", Kind::List),
+            k("acme_email", Kind::Text),
+            k("acme_directory", Kind::Text),
+            k("acme_cache", Kind::Text),
+            k("acme_ca", Kind::Text),
         ],
     },
     SectionDef {

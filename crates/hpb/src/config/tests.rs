@@ -607,3 +607,64 @@ fn show_is_stable_and_masks_every_secret() {
     let backends = a.find("backends.backend-1").expect("backends");
     assert!(http < log && log < backends, "{a}");
 }
+
+#[test]
+fn https_with_acme() {
+    let base = "[sessions]\nhashkey = \"0123456789abcdef0123456789abcdef\"\n[backends.a]\nurls = [\"https://a.example\"]\nsecret = \"s\"\n";
+    let l = toml(
+        &format!("{base}[https]\nlisten = \"0.0.0.0:443\"\nacme_domains = [\"HPB.example.com.\", \"hpb.example.com\"]\nacme_email = \"admin@example.com\"\n"),
+        &[],
+    )
+    .expect("loads");
+    let Some(h) = &l.https else {
+        panic!("no [https]")
+    };
+    let CertSource::Acme(a) = &h.source else {
+        panic!("not ACME: {:?}", h.source)
+    };
+    assert_eq!(a.domains, ["hpb.example.com"]);
+    assert_eq!(a.contact, ["mailto:admin@example.com"]);
+    assert_eq!(a.directory, LETS_ENCRYPT);
+    assert_eq!(a.cache, Path::new("acme"));
+    assert!(a.ca.is_none());
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+
+    let e = err(toml(
+        &format!(
+            "{base}[https]\nlisten = \"0.0.0.0:443\"\nacme_domains = [\"hpb.example.com\"]\ncertificate = \"/c.pem\"\nkey = \"/k.pem\"\n"
+        ),
+        &[],
+    ));
+    assert!(e.contains("together with [https] acme_domains"), "{e}");
+    let e = err(toml(
+        &format!("{base}[https]\nlisten = \"0.0.0.0:443\"\nacme_domains = [\"*.example.com\"]\n"),
+        &[],
+    ));
+    assert!(e.contains("wildcard"), "{e}");
+    let e = err(toml(
+        &format!(
+            "{base}[https]\nlisten = \"0.0.0.0:443\"\nacme_domains = [\"hpb.example.com\"]\nacme_directory = \"http://ca.example/dir\"\n"
+        ),
+        &[],
+    ));
+    assert!(e.contains("https:// URL of an ACME directory"), "{e}");
+    let e = err(toml(
+        &format!("{base}[https]\nlisten = \"0.0.0.0:443\"\n"),
+        &[],
+    ));
+    assert!(e.contains("acme_domains"), "{e}");
+    let l = toml(
+        &format!(
+            "{base}[https]\nlisten = \"0.0.0.0:8443\"\nacme_domains = [\"hpb.example.com\"]\n"
+        ),
+        &[],
+    )
+    .expect("loads");
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("port 443 must reach this port")),
+        "{:?}",
+        l.warnings
+    );
+}

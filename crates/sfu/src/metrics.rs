@@ -1,0 +1,133 @@
+//! The SFU's counters and gauges (lock-free atomics, written by the worker) and their
+//! Prometheus text rendering under the `hpb_sfu_` prefix.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub publishers: AtomicI64,
+    pub subscribers: AtomicI64,
+    pub udp_rx_packets: AtomicU64,
+    pub udp_rx_bytes: AtomicU64,
+    pub udp_tx_packets: AtomicU64,
+    pub udp_tx_bytes: AtomicU64,
+    pub udp_ignored_packets: AtomicU64,
+    pub media_forwarded: AtomicU64,
+    pub channel_messages_forwarded: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub peer_panics: AtomicU64,
+}
+
+pub(crate) fn inc(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+pub(crate) fn gauge(g: &AtomicI64, d: i64) {
+    g.fetch_add(d, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauges: [(&str, &str, &AtomicI64); 2] = [
+            (
+                "hpb_sfu_publishers",
+                "Published streams on this SFU.",
+                &self.publishers,
+            ),
+            (
+                "hpb_sfu_subscribers",
+                "Subscriptions on this SFU.",
+                &self.subscribers,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let counters: [(&str, &str, &AtomicU64); 9] = [
+            (
+                "hpb_sfu_udp_received_packets_total",
+                "UDP datagrams received.",
+                &self.udp_rx_packets,
+            ),
+            (
+                "hpb_sfu_udp_received_bytes_total",
+                "UDP bytes received.",
+                &self.udp_rx_bytes,
+            ),
+            (
+                "hpb_sfu_udp_sent_packets_total",
+                "UDP datagrams sent.",
+                &self.udp_tx_packets,
+            ),
+            (
+                "hpb_sfu_udp_sent_bytes_total",
+                "UDP bytes sent.",
+                &self.udp_tx_bytes,
+            ),
+            (
+                "hpb_sfu_udp_ignored_packets_total",
+                "UDP datagrams no peer accepted (unknown sender, not STUN for a known ufrag).",
+                &self.udp_ignored_packets,
+            ),
+            (
+                "hpb_sfu_media_forwarded_total",
+                "Media frames written to subscribers.",
+                &self.media_forwarded,
+            ),
+            (
+                "hpb_sfu_channel_messages_forwarded_total",
+                "Data channel messages relayed to subscribers.",
+                &self.channel_messages_forwarded,
+            ),
+            (
+                "hpb_sfu_keyframe_requests_total",
+                "Keyframe requests sent to publishers.",
+                &self.keyframe_requests,
+            ),
+            (
+                "hpb_sfu_peer_panics_total",
+                "Peers closed because str0m panicked.",
+                &self.peer_panics,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        gauge(&m.publishers, 2);
+        inc(&m.udp_rx_packets, 5);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE hpb_sfu_publishers gauge\nhpb_sfu_publishers 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hpb_sfu_udp_received_packets_total 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with('#') || l.starts_with("hpb_sfu_"))
+        );
+    }
+}

@@ -1,0 +1,494 @@
+//! The SFU worker: one thread with its own current-thread runtime that owns the UDP socket
+//! and every peer. This module has the loop, the demultiplexing of datagrams (5-tuple, then
+//! STUN ufrag), str0m's timers, REMB and closing; `commands` runs the signaling side's
+//! commands and `forward` moves media, data channel messages and keyframe requests.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hpb_proto::mcu::{
+    IceCandidate, McuCommand, McuError, McuEvent, McuReply, Selection, StreamType,
+};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use str0m::bwe::Bitrate;
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::format::CodecConfig;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, IceCreds, Input, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::metrics::{Metrics, gauge, inc};
+use crate::peer::{
+    Ev, Peer, PeerFailure, PeerId, PublisherState, Role, SubscriberState, TrackIn, TrackOut,
+    guarded, rid_rank,
+};
+use crate::sdp;
+use crate::{SfuConfig, StartError};
+
+mod commands;
+mod forward;
+
+/// The label of the channel subscribers get publisher messages on (Talk reads it).
+pub(crate) const SUBSCRIBER_CHANNEL: &str = "JanusDataChannel";
+
+/// How often a publisher is reminded of its bitrate cap.
+const REMB_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Most datagrams read in one wake-up before timers and commands get their turn.
+const RECV_BATCH: usize = 64;
+
+pub(crate) struct Request {
+    pub cmd: McuCommand,
+    pub reply: oneshot::Sender<McuReply>,
+}
+
+pub(crate) fn error(code: &str, message: impl Into<String>) -> McuReply {
+    McuReply::Error(McuError {
+        code: code.to_owned(),
+        message: message.into(),
+    })
+}
+
+/// A Subscribe waiting for its publisher to appear.
+struct PendingSubscribe {
+    subscriber: String,
+    publisher: String,
+    stream: StreamType,
+    sid: String,
+    selection: Selection,
+    deadline: Instant,
+    reply: oneshot::Sender<McuReply>,
+}
+
+type SubKey = (String, String, StreamType);
+
+pub(crate) struct Worker {
+    cfg: SfuConfig,
+    std_socket: Option<std::net::UdpSocket>,
+    /// The address in our host candidate; also what str0m is told datagrams arrived at.
+    candidate_addr: SocketAddr,
+    events: mpsc::UnboundedSender<McuEvent>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    metrics: Arc<Metrics>,
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    next_id: PeerId,
+    peers: HashMap<PeerId, Peer>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    publishers: HashMap<(String, StreamType), PeerId>,
+    subscribers: HashMap<SubKey, PeerId>,
+    /// Selected simulcast layer per subscriber peer.
+    selections: HashMap<PeerId, Selection>,
+    pending: Vec<PendingSubscribe>,
+}
+
+impl Worker {
+    pub fn new(
+        cfg: SfuConfig,
+        socket: std::net::UdpSocket,
+        local_addr: SocketAddr,
+        events: mpsc::UnboundedSender<McuEvent>,
+        requests: mpsc::UnboundedReceiver<Request>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Worker, StartError> {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or(StartError::Certificate)?;
+        let ip = match (cfg.external_ip, local_addr.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => {
+                warn!(
+                    "SFU listens on {local_addr} without an external IP: announcing 127.0.0.1, \
+                     set the external IP so remote clients can reach the SFU"
+                );
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
+            (None, ip) => ip,
+        };
+        Ok(Worker {
+            cfg,
+            std_socket: Some(socket),
+            candidate_addr: SocketAddr::new(ip, local_addr.port()),
+            events,
+            requests,
+            metrics,
+            crypto,
+            cert,
+            next_id: 1,
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            publishers: HashMap::new(),
+            subscribers: HashMap::new(),
+            selections: HashMap::new(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// The thread body: build a runtime for the socket and loop until the Sfu is dropped.
+    pub fn run(mut self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                warn!(error = %e, "SFU worker cannot build its runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let Some(std_socket) = self.std_socket.take() else {
+                return;
+            };
+            let socket = match UdpSocket::from_std(std_socket) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "SFU worker cannot register its socket");
+                    return;
+                }
+            };
+            self.event_loop(&socket).await;
+            let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.close_peer(id, "the SFU stopped", false);
+            }
+        });
+    }
+
+    async fn event_loop(&mut self, socket: &UdpSocket) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                req = self.requests.recv() => match req {
+                    None => return,
+                    Some(req) => self.on_request(req, socket),
+                },
+                r = socket.readable() => {
+                    if let Err(e) = r {
+                        warn!(error = %e, "SFU socket failed");
+                        return;
+                    }
+                    for _ in 0..RECV_BATCH {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, src)) => {
+                                let data = buf.get(..n).unwrap_or_default();
+                                self.on_datagram(data, src, socket);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            // e.g. ICMP port unreachable reported on the next read.
+                            Err(e) => {
+                                debug!(error = %e, "SFU recv error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            // Timers only when one is due: a busy socket must not cost a scan per datagram.
+            let now = Instant::now();
+            if now >= deadline {
+                self.on_timers(now, socket);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let mut d = now + Duration::from_secs(1);
+        for p in self.peers.values() {
+            d = d.min(p.next_timeout);
+        }
+        for p in &self.pending {
+            d = d.min(p.deadline);
+        }
+        d.max(now + Duration::from_millis(1))
+    }
+
+    // ---- network input -------------------------------------------------------------
+
+    fn on_datagram(&mut self, data: &[u8], source: SocketAddr, socket: &UdpSocket) {
+        inc(&self.metrics.udp_rx_packets, 1);
+        inc(&self.metrics.udp_rx_bytes, data.len() as u64);
+        // STUN names its peer by ufrag (a 5-tuple may move to a new connection of the same
+        // client); everything else goes by 5-tuple.
+        let by_ufrag = crate::stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
+        let mapped = self.by_addr.get(&source).copied();
+        let known = match (by_ufrag, mapped) {
+            (Some(u), Some(m)) if u != m => None,
+            (_, m) => m,
+        };
+        let id = by_ufrag.or(known);
+        let Some(id) = id else {
+            inc(&self.metrics.udp_ignored_packets, 1);
+            return;
+        };
+        let Ok(contents) = data.try_into() else {
+            inc(&self.metrics.udp_ignored_packets, 1);
+            return;
+        };
+        let now = Instant::now();
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.candidate_addr,
+                contents,
+            },
+        );
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.by_addr.remove(&source);
+            inc(&self.metrics.udp_ignored_packets, 1);
+            return;
+        };
+        if known.is_none() && !peer.rtc.accepts(&input) {
+            inc(&self.metrics.udp_ignored_packets, 1);
+            return;
+        }
+        if let Err(e) = peer.handle_input(input) {
+            self.fail_peer(id, e);
+            return;
+        }
+        if known.is_none() {
+            debug!(peer = id, %source, "new 5-tuple for peer");
+            peer.addrs.push(source);
+            if let Some(old) = self.by_addr.insert(source, id)
+                && old != id
+                && let Some(p) = self.peers.get_mut(&old)
+            {
+                p.addrs.retain(|a| *a != source);
+            }
+        }
+        self.drive(vec![id], socket);
+    }
+
+    fn on_timers(&mut self, now: Instant, socket: &UdpSocket) {
+        let mut due = Vec::new();
+        let mut idle = Vec::new();
+        for (id, p) in &self.peers {
+            if now.saturating_duration_since(p.last_rx) > self.cfg.ice_timeout {
+                idle.push(*id);
+            } else if p.next_timeout <= now {
+                due.push(*id);
+            }
+        }
+        for id in idle {
+            self.close_peer(id, "ICE timeout: nothing received", true);
+        }
+        due.extend(self.send_rembs(now));
+        for id in &due {
+            if let Some(p) = self.peers.get_mut(id)
+                && let Err(e) = p.handle_input(Input::Timeout(now))
+            {
+                self.fail_peer(*id, e);
+            }
+        }
+        if !due.is_empty() {
+            self.drive(due, socket);
+        }
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|p| p.deadline <= now);
+        self.pending = waiting;
+        for p in expired {
+            let _ = p.reply.send(error(
+                "client_not_found",
+                format!(
+                    "No MCU client found to send message to: {} has no {} stream on this SFU \
+                     (waited {:?})",
+                    p.publisher,
+                    p.stream.as_str(),
+                    self.cfg.publisher_wait
+                ),
+            ));
+        }
+    }
+
+    /// Cap publishers at their bitrate with a REMB every couple of seconds (Janus does the
+    /// same); returns the publishers that have feedback to send.
+    fn send_rembs(&mut self, now: Instant) -> Vec<PeerId> {
+        let mut sent = Vec::new();
+        let mut failed = Vec::new();
+        for p in self.peers.values_mut() {
+            if p.max_bitrate == 0 || !p.connected || now < p.next_remb {
+                continue;
+            }
+            p.next_remb = now + REMB_INTERVAL;
+            let Role::Publisher(state) = &p.role else {
+                continue;
+            };
+            let bitrate = Bitrate::bps(p.max_bitrate);
+            let video: Vec<(Mid, Vec<Rid>)> = state
+                .tracks
+                .iter()
+                .filter(|t| t.kind == MediaKind::Video)
+                .map(|t| (t.mid, t.rids.clone()))
+                .collect();
+            let r = guarded(&mut p.rtc, |rtc| {
+                let mut api = rtc.direct_api();
+                for (mid, rids) in video {
+                    let rid = rids.last().copied();
+                    if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+                        rx.request_remb(bitrate);
+                    }
+                }
+            });
+            match r {
+                Ok(()) => sent.push(p.id),
+                Err(_) => failed.push(p.id),
+            }
+        }
+        for id in failed {
+            self.fail_peer(id, PeerFailure::Panic);
+        }
+        sent
+    }
+
+    /// Poll the given peers, act on their events, and repeat for the peers that touched.
+    fn drive(&mut self, mut ids: Vec<PeerId>, socket: &UdpSocket) {
+        // Bounded: events of one round (e.g. media → subscribers) cause at most a few more.
+        for _ in 0..8 {
+            if ids.is_empty() {
+                return;
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let mut events = Vec::new();
+            for id in &ids {
+                let Some(p) = self.peers.get_mut(id) else {
+                    continue;
+                };
+                if let Err(e) = p.poll(socket, &self.metrics, &mut events) {
+                    self.fail_peer(*id, e);
+                }
+            }
+            ids = self.on_events(events);
+        }
+        // Whatever is left is polled on the next timer round, right away.
+        let now = Instant::now();
+        for id in ids {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.next_timeout = now;
+            }
+        }
+    }
+
+    // ---- closing ------------------------------------------------------------------
+
+    fn fail_peer(&mut self, id: PeerId, why: PeerFailure) {
+        if matches!(why, PeerFailure::Panic) {
+            inc(&self.metrics.peer_panics, 1);
+            warn!(peer = id, "str0m panicked; closing only this peer");
+        }
+        self.close_peer(id, &why.to_string(), true);
+    }
+
+    /// Remove a peer and everything that points at it; `notify` sends the McuEvent.
+    fn close_peer(&mut self, id: PeerId, reason: &str, notify: bool) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        info!(peer = id, session = %peer.session, publisher = %peer.publisher, stream = peer.stream.as_str(), reason, "closing peer");
+        let _ = guarded(&mut peer.rtc, |rtc| rtc.disconnect());
+        self.by_ufrag.remove(&peer.ufrag);
+        for a in &peer.addrs {
+            self.by_addr.remove(a);
+        }
+        self.selections.remove(&id);
+        match peer.role {
+            Role::Publisher(p) => {
+                gauge(&self.metrics.publishers, -1);
+                if self.publishers.get(&(peer.session.clone(), peer.stream)) == Some(&id) {
+                    self.publishers.remove(&(peer.session.clone(), peer.stream));
+                }
+                if notify {
+                    let _ = self.events.send(McuEvent::PublisherClosed {
+                        session: peer.session.clone(),
+                        stream: peer.stream,
+                    });
+                }
+                for sub in p.subscribers {
+                    self.close_peer(sub, "the publisher closed", notify);
+                }
+            }
+            Role::Subscriber(s) => {
+                gauge(&self.metrics.subscribers, -1);
+                let key = (peer.session.clone(), peer.publisher.clone(), peer.stream);
+                if self.subscribers.get(&key) == Some(&id) {
+                    self.subscribers.remove(&key);
+                }
+                if let Some(p) = self
+                    .peers
+                    .get_mut(&s.publisher)
+                    .and_then(|p| p.publisher_state())
+                {
+                    p.subscribers.retain(|x| *x != id);
+                }
+                if notify {
+                    let _ = self.events.send(McuEvent::SubscriberClosed {
+                        subscriber: peer.session,
+                        publisher: peer.publisher,
+                        stream: peer.stream,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The simulcast layer a viewer gets: `substream` (0 = lowest) among the layers seen,
+/// the highest when unset or out of range; `None` without simulcast.
+pub(crate) fn pick_rid(rids_ascending: &[Rid], substream: Option<u8>) -> Option<Rid> {
+    let last = rids_ascending.len().checked_sub(1)?;
+    let i = substream.map_or(last, |s| usize::from(s).min(last));
+    rids_ascending.get(i).copied()
+}
+
+fn random_string(n: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+/// A fresh subscription id: decimal like Janus' handle ids, below 2^53 for JavaScript.
+fn new_sid() -> String {
+    (rand::random::<u64>() >> 11).max(1).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_picking() {
+        let rids: Vec<Rid> = vec!["l".into(), "m".into(), "h".into()];
+        assert_eq!(pick_rid(&rids, None), Some("h".into()));
+        assert_eq!(pick_rid(&rids, Some(0)), Some("l".into()));
+        assert_eq!(pick_rid(&rids, Some(1)), Some("m".into()));
+        assert_eq!(pick_rid(&rids, Some(9)), Some("h".into()));
+        assert_eq!(pick_rid(&[], Some(1)), None);
+    }
+
+    #[test]
+    fn ids_look_like_janus_handles() {
+        let sid = new_sid();
+        assert!(
+            sid.parse::<u64>().is_ok_and(|v| v > 0 && v < (1 << 53)),
+            "{sid}"
+        );
+        assert_eq!(random_string(8).len(), 8);
+    }
+}

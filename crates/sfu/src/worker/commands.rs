@@ -1,0 +1,656 @@
+//! The worker's handling of [`McuCommand`]s: creating, renegotiating and closing publisher
+//! and subscriber connections, remote candidates and layer selection.
+
+use super::*;
+
+impl Worker {
+    pub(super) fn on_request(&mut self, req: Request, socket: &UdpSocket) {
+        let Request { cmd, reply } = req;
+        let out = match cmd {
+            McuCommand::Publish {
+                session,
+                stream,
+                sid,
+                sdp,
+                max_bitrate,
+            } => self.publish(session, stream, sid, &sdp, max_bitrate, socket),
+            McuCommand::Subscribe {
+                subscriber,
+                publisher,
+                stream,
+                sid,
+                selection,
+            } => {
+                if !self.publishers.contains_key(&(publisher.clone(), stream)) {
+                    debug!(%subscriber, %publisher, "subscribe waits for the publisher");
+                    self.pending.push(PendingSubscribe {
+                        subscriber,
+                        publisher,
+                        stream,
+                        sid,
+                        selection,
+                        deadline: Instant::now() + self.cfg.publisher_wait,
+                        reply,
+                    });
+                    return;
+                }
+                self.subscribe(subscriber, publisher, stream, sid, selection, socket)
+            }
+            McuCommand::SubscriberAnswer {
+                subscriber,
+                publisher,
+                stream,
+                sid,
+                sdp,
+            } => self.subscriber_answer(subscriber, publisher, stream, &sid, &sdp, socket),
+            McuCommand::Candidate {
+                session,
+                publisher,
+                stream,
+                sid: _,
+                candidate,
+            } => self.remote_candidate(session, publisher, stream, &candidate, socket),
+            McuCommand::SelectStream {
+                subscriber,
+                publisher,
+                stream,
+                selection,
+            } => match self
+                .subscribers
+                .get(&(subscriber, publisher, stream))
+                .copied()
+            {
+                Some(id) => {
+                    self.select(id, selection, socket);
+                    McuReply::Done
+                }
+                None => error("client_not_found", "no such subscription on this SFU"),
+            },
+            McuCommand::Unpublish { session, stream } => {
+                if let Some(id) = self.publishers.get(&(session, stream)).copied() {
+                    self.close_peer(id, "unpublished", true);
+                }
+                McuReply::Done
+            }
+            McuCommand::CloseSession { session } => {
+                let ids: Vec<PeerId> = self
+                    .peers
+                    .values()
+                    .filter(|p| p.session == session)
+                    .map(|p| p.id)
+                    .collect();
+                for id in ids {
+                    self.close_peer(id, "the session closed", true);
+                }
+                let (gone, keep): (Vec<_>, Vec<_>) = self
+                    .pending
+                    .drain(..)
+                    .partition(|p| p.subscriber == session);
+                self.pending = keep;
+                for p in gone {
+                    let _ = p
+                        .reply
+                        .send(error("processing_failed", "the subscriber session closed"));
+                }
+                McuReply::Done
+            }
+        };
+        let _ = reply.send(out);
+    }
+
+    pub(super) fn new_rtc(&self, codecs: Option<CodecConfig>) -> (Rtc, String) {
+        let ufrag = random_string(8);
+        let mut cfg = Rtc::builder()
+            .set_ice_lite(true)
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass: random_string(24),
+            });
+        if let Some(c) = codecs {
+            *cfg.codec_config() = c;
+        }
+        (cfg.build(Instant::now()), ufrag)
+    }
+
+    pub(super) fn host_candidate(&self) -> Option<Candidate> {
+        Candidate::host(self.candidate_addr, "udp").ok()
+    }
+
+    pub(super) fn insert_peer(&mut self, mut peer: Peer) -> PeerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        peer.id = id;
+        self.by_ufrag.insert(peer.ufrag.clone(), id);
+        match &peer.role {
+            Role::Publisher(_) => {
+                gauge(&self.metrics.publishers, 1);
+                self.publishers
+                    .insert((peer.session.clone(), peer.stream), id);
+            }
+            Role::Subscriber(s) => {
+                gauge(&self.metrics.subscribers, 1);
+                let pub_id = s.publisher;
+                self.subscribers.insert(
+                    (peer.session.clone(), peer.publisher.clone(), peer.stream),
+                    id,
+                );
+                if let Some(p) = self
+                    .peers
+                    .get_mut(&pub_id)
+                    .and_then(|p| p.publisher_state())
+                {
+                    p.subscribers.push(id);
+                }
+            }
+        }
+        self.peers.insert(id, peer);
+        id
+    }
+
+    pub(super) fn announce_candidate(&self, id: PeerId, sdp: &str) {
+        let (Some(peer), Some(c)) = (self.peers.get(&id), self.host_candidate()) else {
+            return;
+        };
+        let _ = self.events.send(McuEvent::Candidate {
+            session: peer.session.clone(),
+            publisher: peer.publisher.clone(),
+            stream: peer.stream,
+            sid: peer.sid.clone(),
+            candidate: IceCandidate {
+                candidate: c.to_sdp_string(),
+                sdp_mid: sdp::first_mid(sdp),
+                sdp_mline_index: Some(0),
+            },
+        });
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        session: String,
+        stream: StreamType,
+        sid: String,
+        sdp_text: &str,
+        max_bitrate: u64,
+        socket: &UdpSocket,
+    ) -> McuReply {
+        let (offer_text, sim_groups) = sdp::extract_sim_groups(sdp_text);
+        let offer = match sdp::parse_offer(&offer_text) {
+            Ok(o) => o,
+            Err(e) => return error("invalid_sdp", format!("publisher offer refused: {e}")),
+        };
+        let key = (session.clone(), stream);
+        if let Some(&id) = self.publishers.get(&key) {
+            let same = self
+                .peers
+                .get(&id)
+                .is_some_and(|p| !sid.is_empty() && p.sid == sid);
+            if same {
+                // Renegotiation of the existing publisher connection.
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return error("processing_failed", "publisher vanished");
+                };
+                peer.max_bitrate = max_bitrate;
+                let r = guarded(&mut peer.rtc, |rtc| rtc.sdp_api().accept_offer(offer));
+                return match r {
+                    Ok(Ok(answer)) => {
+                        let mut dirty = vec![id];
+                        self.register_tracks(id, sdp_text, &sim_groups, &mut dirty);
+                        self.drive(dirty, socket);
+                        McuReply::Answer {
+                            sdp: answer.to_sdp_string(),
+                        }
+                    }
+                    Ok(Err(e)) => error("invalid_sdp", format!("publisher offer refused: {e}")),
+                    Err(e) => {
+                        self.fail_peer(id, e);
+                        error("processing_failed", "the SFU failed on this offer")
+                    }
+                };
+            }
+            self.close_peer(id, "replaced by a new offer", true);
+        }
+        let (mut rtc, ufrag) = self.new_rtc(None);
+        let Some(cand) = self.host_candidate() else {
+            return error("processing_failed", "the SFU has no usable host candidate");
+        };
+        let r = guarded(&mut rtc, |rtc| {
+            rtc.add_local_candidate(cand);
+            rtc.sdp_api().accept_offer(offer)
+        });
+        let answer = match r {
+            Ok(Ok(a)) => a.to_sdp_string(),
+            Ok(Err(e)) => return error("invalid_sdp", format!("publisher offer refused: {e}")),
+            Err(_) => {
+                inc(&self.metrics.peer_panics, 1);
+                return error(
+                    "invalid_sdp",
+                    "publisher offer refused: the SDP crashed the parser",
+                );
+            }
+        };
+        let now = Instant::now();
+        let id = self.insert_peer(Peer {
+            id: 0,
+            rtc,
+            ufrag,
+            session: session.clone(),
+            publisher: session.clone(),
+            stream,
+            sid,
+            role: Role::Publisher(PublisherState {
+                tracks: Vec::new(),
+                subscribers: Vec::new(),
+                params: Vec::new(),
+                up_announced: false,
+            }),
+            next_timeout: now,
+            last_rx: now,
+            connected: false,
+            addrs: Vec::new(),
+            max_bitrate,
+            next_remb: now,
+        });
+        info!(peer = id, %session, stream = stream.as_str(), "publisher created");
+        let mut dirty = vec![id];
+        self.register_tracks(id, sdp_text, &sim_groups, &mut dirty);
+        self.drive(dirty, socket);
+        self.announce_candidate(id, &answer);
+        // Subscribers that were waiting for this stream.
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .pending
+            .drain(..)
+            .partition(|p| p.publisher == session && p.stream == stream);
+        self.pending = waiting;
+        for p in ready {
+            let r = self.subscribe(
+                p.subscriber,
+                p.publisher,
+                p.stream,
+                p.sid,
+                p.selection,
+                socket,
+            );
+            let _ = p.reply.send(r);
+        }
+        McuReply::Answer { sdp: answer }
+    }
+
+    /// Learn a publisher's tracks from its offer right away (str0m announces MediaAdded
+    /// only once connected, and subscribers may come earlier); new tracks renegotiate
+    /// existing subscribers.
+    pub(super) fn register_tracks(
+        &mut self,
+        id: PeerId,
+        offer: &str,
+        sim_groups: &[sdp::SimGroup],
+        dirty: &mut Vec<PeerId>,
+    ) {
+        self.declare_sim_layers(id, sim_groups);
+        for section in sdp::media_sections(offer) {
+            let kind = match section.kind.as_str() {
+                "audio" => MediaKind::Audio,
+                "video" => MediaKind::Video,
+                _ => continue,
+            };
+            let mid = Mid::from(section.mid.as_str());
+            let mut rids: Vec<Rid> = section
+                .send_rids
+                .iter()
+                .map(|r| Rid::from(r.as_str()))
+                .collect();
+            if let Some(g) = sim_groups.iter().find(|g| g.mid == section.mid) {
+                rids = sdp::sim_rids(g.layers.len())
+                    .iter()
+                    .map(|r| Rid::from(*r))
+                    .collect();
+            }
+            if self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.rtc.media(mid).is_some())
+            {
+                self.on_media_added(id, mid, kind, &rids, dirty);
+            }
+        }
+    }
+
+    /// Give each SSRC of a legacy SIM group its own stream under a synthetic rid, so the
+    /// layers are received (and selected) like rid simulcast.
+    pub(super) fn declare_sim_layers(&mut self, id: PeerId, groups: &[sdp::SimGroup]) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        for g in groups {
+            let mid = Mid::from(g.mid.as_str());
+            if peer.rtc.media(mid).is_none() {
+                continue;
+            }
+            let rids = sdp::sim_rids(g.layers.len());
+            let r = guarded(&mut peer.rtc, |rtc| {
+                let mut api = rtc.direct_api();
+                for ((ssrc, rtx), rid) in g.layers.iter().zip(rids) {
+                    api.expect_stream_rx(
+                        (*ssrc).into(),
+                        rtx.map(Into::into),
+                        mid,
+                        Some((*rid).into()),
+                    );
+                }
+            });
+            if r.is_err() {
+                inc(&self.metrics.peer_panics, 1);
+                warn!(peer = id, "declaring SIM simulcast layers panicked");
+            }
+            debug!(peer = id, mid = %g.mid, layers = g.layers.len(), "legacy SIM simulcast");
+        }
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        subscriber: String,
+        publisher: String,
+        stream: StreamType,
+        sid: String,
+        selection: Selection,
+        socket: &UdpSocket,
+    ) -> McuReply {
+        let Some(&pub_id) = self.publishers.get(&(publisher.clone(), stream)) else {
+            return error(
+                "client_not_found",
+                "No MCU client found to send message to.",
+            );
+        };
+        let Some(Role::Publisher(p)) = self.peers.get(&pub_id).map(|p| &p.role) else {
+            return error(
+                "client_not_found",
+                "No MCU client found to send message to.",
+            );
+        };
+        let sources: Vec<(Mid, MediaKind)> = p.tracks.iter().map(|t| (t.mid, t.kind)).collect();
+        let params = p.params.clone();
+        let key = (subscriber.clone(), publisher.clone(), stream);
+
+        if let Some(&id) = self.subscribers.get(&key) {
+            let same = self
+                .peers
+                .get(&id)
+                .is_some_and(|p| !sid.is_empty() && p.sid == sid);
+            if same {
+                self.selections.insert(id, selection);
+                let (reply, _) = self.renegotiate(id, &sources);
+                self.drive(vec![id], socket);
+                return reply;
+            }
+            self.close_peer(id, "replaced by a fresh subscription", false);
+        }
+
+        let (mut rtc, ufrag) = self.new_rtc(Some(CodecConfig::new_from_payload_params(params)));
+        let Some(cand) = self.host_candidate() else {
+            return error("processing_failed", "the SFU has no usable host candidate");
+        };
+        let stream_id = format!("{publisher}-{}", stream.as_str());
+        let r = guarded(&mut rtc, |rtc| {
+            rtc.add_local_candidate(cand);
+            let mut change = rtc.sdp_api();
+            let mut tracks = Vec::new();
+            for (source, kind) in &sources {
+                let mid = change.add_media(
+                    *kind,
+                    Direction::SendOnly,
+                    Some(stream_id.clone()),
+                    None,
+                    None,
+                );
+                tracks.push(TrackOut {
+                    mid,
+                    source: *source,
+                });
+            }
+            let cid = change.add_channel(SUBSCRIBER_CHANNEL.to_owned());
+            change
+                .apply()
+                .map(|(offer, pending)| (offer, pending, tracks, cid))
+        });
+        let (offer, pending, tracks, cid) = match r {
+            Ok(Some(x)) => x,
+            Ok(None) => return error("processing_failed", "the SFU made no offer"),
+            Err(_) => {
+                inc(&self.metrics.peer_panics, 1);
+                return error("processing_failed", "the SFU failed making the offer");
+            }
+        };
+        let offer = offer.to_sdp_string();
+        let new_sid = new_sid();
+        let now = Instant::now();
+        let id = self.insert_peer(Peer {
+            id: 0,
+            rtc,
+            ufrag,
+            session: subscriber.clone(),
+            publisher: publisher.clone(),
+            stream,
+            sid: new_sid.clone(),
+            role: Role::Subscriber(SubscriberState {
+                publisher: pub_id,
+                tracks,
+                channel: Some(cid),
+                channel_open: false,
+                pending: Some(pending),
+                last_offer: offer.clone(),
+            }),
+            next_timeout: now,
+            last_rx: now,
+            connected: false,
+            addrs: Vec::new(),
+            max_bitrate: 0,
+            next_remb: now,
+        });
+        self.selections.insert(id, selection);
+        info!(peer = id, %subscriber, %publisher, stream = stream.as_str(), sid = %new_sid, "subscriber created");
+        self.drive(vec![id], socket);
+        self.announce_candidate(id, &offer);
+        McuReply::Offer {
+            sdp: offer,
+            sid: new_sid,
+        }
+    }
+
+    /// Same-sid Subscribe: offer the publisher's current tracks on the existing connection.
+    /// Returns the offer and whether it is a new one.
+    pub(super) fn renegotiate(
+        &mut self,
+        id: PeerId,
+        sources: &[(Mid, MediaKind)],
+    ) -> (McuReply, bool) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return (error("client_not_found", "no such subscription"), false);
+        };
+        let sid = peer.sid.clone();
+        let stream_id = format!("{}-{}", peer.publisher, peer.stream.as_str());
+        let Role::Subscriber(s) = &mut peer.role else {
+            return (error("processing_failed", "not a subscription"), false);
+        };
+        let missing: Vec<(Mid, MediaKind)> = sources
+            .iter()
+            .filter(|(m, _)| !s.tracks.iter().any(|t| t.source == *m))
+            .copied()
+            .collect();
+        if missing.is_empty() || s.pending.is_some() {
+            // Nothing changed (or an offer is outstanding): the current offer still stands.
+            let offer = McuReply::Offer {
+                sdp: s.last_offer.clone(),
+                sid,
+            };
+            return (offer, false);
+        }
+        let r = guarded(&mut peer.rtc, |rtc| {
+            let mut change = rtc.sdp_api();
+            let mut added = Vec::new();
+            for (source, kind) in &missing {
+                let mid = change.add_media(
+                    *kind,
+                    Direction::SendOnly,
+                    Some(stream_id.clone()),
+                    None,
+                    None,
+                );
+                added.push(TrackOut {
+                    mid,
+                    source: *source,
+                });
+            }
+            change.apply().map(|(o, p)| (o, p, added))
+        });
+        match r {
+            Ok(Some((offer, pending, added))) => {
+                let offer = offer.to_sdp_string();
+                s.tracks.extend(added);
+                s.pending = Some(pending);
+                s.last_offer = offer.clone();
+                (McuReply::Offer { sdp: offer, sid }, true)
+            }
+            Ok(None) => {
+                let offer = McuReply::Offer {
+                    sdp: s.last_offer.clone(),
+                    sid,
+                };
+                (offer, false)
+            }
+            Err(e) => {
+                self.fail_peer(id, e);
+                (
+                    error("processing_failed", "the SFU failed renegotiating"),
+                    false,
+                )
+            }
+        }
+    }
+
+    pub(super) fn subscriber_answer(
+        &mut self,
+        subscriber: String,
+        publisher: String,
+        stream: StreamType,
+        sid: &str,
+        sdp_text: &str,
+        socket: &UdpSocket,
+    ) -> McuReply {
+        let Some(&id) = self.subscribers.get(&(subscriber, publisher, stream)) else {
+            return error(
+                "client_not_found",
+                "No MCU client found to send message to.",
+            );
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return error(
+                "client_not_found",
+                "No MCU client found to send message to.",
+            );
+        };
+        if !sid.is_empty() && peer.sid != sid {
+            return error(
+                "processing_failed",
+                format!(
+                    "answer for subscription {sid}, but the current one is {}",
+                    peer.sid
+                ),
+            );
+        }
+        let answer = match sdp::parse_answer(sdp_text) {
+            Ok(a) => a,
+            Err(e) => return error("invalid_sdp", format!("subscriber answer refused: {e}")),
+        };
+        let Role::Subscriber(s) = &mut peer.role else {
+            return error("processing_failed", "not a subscription");
+        };
+        let Some(pending) = s.pending.take() else {
+            // Answer to an unchanged re-sent offer: nothing to apply.
+            return McuReply::Done;
+        };
+        let r = guarded(&mut peer.rtc, |rtc| {
+            rtc.sdp_api().accept_answer(pending, answer)
+        });
+        match r {
+            Ok(Ok(())) => {
+                let mut dirty = vec![id];
+                // Tracks the publisher added while this offer was out.
+                self.update_subscriber(id, &mut dirty);
+                self.drive(dirty, socket);
+                McuReply::Done
+            }
+            Ok(Err(e)) => error("invalid_sdp", format!("subscriber answer refused: {e}")),
+            Err(e) => {
+                self.fail_peer(id, e);
+                error("processing_failed", "the SFU failed on this answer")
+            }
+        }
+    }
+
+    pub(super) fn remote_candidate(
+        &mut self,
+        session: String,
+        publisher: String,
+        stream: StreamType,
+        candidate: &IceCandidate,
+        socket: &UdpSocket,
+    ) -> McuReply {
+        let id = if session == publisher {
+            self.publishers.get(&(session, stream)).copied()
+        } else {
+            self.subscribers.get(&(session, publisher, stream)).copied()
+        };
+        let Some(id) = id else {
+            return error(
+                "client_not_found",
+                "No MCU client found to send message to.",
+            );
+        };
+        let text = candidate.candidate.trim();
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        if text.is_empty() {
+            return McuReply::Done; // end-of-candidates
+        }
+        let c = match Candidate::from_sdp_string(text) {
+            Ok(c) => c,
+            Err(e) => {
+                // Unusable candidates (mDNS names, TCP types we don't take) are ignored.
+                debug!(peer = id, candidate = text, error = %e, "ignoring remote candidate");
+                return McuReply::Done;
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return McuReply::Done;
+        };
+        if let Err(e) = guarded(&mut peer.rtc, |rtc| rtc.add_remote_candidate(c)) {
+            self.fail_peer(id, e);
+            return McuReply::Done;
+        }
+        self.drive(vec![id], socket);
+        McuReply::Done
+    }
+
+    pub(super) fn select(&mut self, id: PeerId, selection: Selection, socket: &UdpSocket) {
+        let old = self.selections.insert(id, selection).unwrap_or_default();
+        if old.substream == selection.substream {
+            return;
+        }
+        // The new layer needs a keyframe before the viewer can decode it.
+        let Some(Role::Subscriber(s)) = self.peers.get(&id).map(|p| &p.role) else {
+            return;
+        };
+        let pub_id = s.publisher;
+        let sources: Vec<Mid> = s.tracks.iter().map(|t| t.source).collect();
+        let mut dirty = Vec::new();
+        for mid in sources {
+            if let Some(Role::Publisher(p)) = self.peers.get_mut(&pub_id).map(|p| &mut p.role)
+                && let Some(t) = p.tracks.iter_mut().find(|t| t.mid == mid)
+            {
+                t.last_keyframe_request = None;
+            }
+            self.request_keyframe(pub_id, mid, selection, KeyframeRequestKind::Pli, &mut dirty);
+        }
+        self.drive(dirty, socket);
+    }
+}

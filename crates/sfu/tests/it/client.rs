@@ -1,0 +1,469 @@
+//! A str0m WebRTC client for the tests: a full-ICE peer on its own 127.0.0.1 socket, run by
+//! a task, that publishes synthetic Opus/VP8 frames and data channel messages or records what
+//! it receives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// What a client saw.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    Connected,
+    Media {
+        kind: MediaKind,
+        data: Vec<u8>,
+    },
+    ChannelOpen(String),
+    ChannelData(Vec<u8>),
+    /// A REMB the SFU sent to this publisher, bits/s.
+    Remb(u64),
+    /// The SFU asked this publisher for a keyframe.
+    KeyframeRequest,
+    Disconnected,
+}
+
+pub struct Client {
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    /// Events received but not yet consumed by a wait.
+    history: Vec<ClientEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    keyframe: mpsc::UnboundedSender<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Client {
+    /// Make this (subscriber) client send a PLI on its video tracks.
+    pub fn request_keyframe(&self) {
+        let _ = self.keyframe.send(());
+    }
+
+    /// Forget events received so far that no wait consumed.
+    pub fn clear_history(&mut self) {
+        self.history.clear();
+        while self.events.try_recv().is_ok() {}
+    }
+
+    /// Wait (bounded) until an event matches.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&ClientEvent) -> bool,
+    ) -> ClientEvent {
+        if let Some(i) = self.history.iter().position(&mut pred) {
+            return self.history.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(e)) if pred(&e) => return e,
+                Ok(Some(e)) => self.history.push(e),
+                Ok(None) => panic!("client stopped while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+}
+
+fn crypto() -> Arc<str0m::config::CryptoProvider> {
+    Arc::new(str0m::crypto::from_feature_flags())
+}
+
+async fn bind() -> (UdpSocket, SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind client socket");
+    let addr = socket.local_addr().expect("client addr");
+    (socket, addr)
+}
+
+fn new_rtc(addr: SocketAddr) -> Rtc {
+    new_rtc_with(addr, true)
+}
+
+/// `rid_ext: false` = no rtp-stream-id header extension, like a Chromium SIM publisher.
+fn new_rtc_with(addr: SocketAddr, rid_ext: bool) -> Rtc {
+    use str0m::rtp::Extension;
+    let mut cfg = Rtc::builder().set_crypto_provider(crypto());
+    if !rid_ext {
+        cfg = cfg
+            .clear_extension_map()
+            .set_extension(1, Extension::AudioLevel)
+            .set_extension(3, Extension::TransportSequenceNumber)
+            .set_extension(4, Extension::RtpMid);
+    }
+    let mut rtc = cfg.build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+    rtc
+}
+
+/// A publisher whose offer is out, waiting for the SFU's answer.
+pub struct PendingPublisher {
+    rtc: Rtc,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    audio: Option<Mid>,
+    video: Option<Mid>,
+    simulcast: bool,
+    legacy_sim: bool,
+}
+
+pub async fn publisher_offer(
+    audio: bool,
+    video: bool,
+    channel: bool,
+) -> (PendingPublisher, String) {
+    publisher_offer_with(audio, video, channel, false).await
+}
+
+/// With `simulcast`, video goes out as two rid layers, `l` and `h`.
+pub async fn publisher_offer_with(
+    audio: bool,
+    video: bool,
+    channel: bool,
+    simulcast: bool,
+) -> (PendingPublisher, String) {
+    publisher_offer_inner(audio, video, channel, simulcast, true).await
+}
+
+async fn publisher_offer_inner(
+    audio: bool,
+    video: bool,
+    channel: bool,
+    simulcast: bool,
+    rid_ext: bool,
+) -> (PendingPublisher, String) {
+    let (socket, addr) = bind().await;
+    let mut rtc = new_rtc_with(addr, rid_ext);
+    let mut change = rtc.sdp_api();
+    let layers = simulcast.then(|| {
+        let mut s = str0m::media::Simulcast::new();
+        s.add_send_layer(str0m::media::SimulcastLayer::new("l"));
+        s.add_send_layer(str0m::media::SimulcastLayer::new("h"));
+        s
+    });
+    let a =
+        audio.then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let v =
+        video.then(|| change.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers));
+    if channel {
+        change.add_channel("status".to_owned());
+    }
+    let (offer, pending) = change.apply().expect("an offer");
+    (
+        PendingPublisher {
+            rtc,
+            socket,
+            addr,
+            pending: Some(pending),
+            audio: a,
+            video: v,
+            simulcast,
+            legacy_sim: false,
+        },
+        offer.to_sdp_string(),
+    )
+}
+
+/// SSRCs of the legacy-simulcast publisher's low and high layer.
+pub const SIM_SSRCS: [u32; 2] = [1111, 2222];
+
+/// A video publisher that announces its two layers the way Talk munges SDP on Chromium:
+/// `a=ssrc-group:SIM low high`, no rids in the SDP.
+pub async fn publisher_offer_legacy_sim() -> (PendingPublisher, String) {
+    let (mut p, offer) = publisher_offer_inner(false, true, false, false, false).await;
+    p.simulcast = true;
+    p.legacy_sim = true;
+    let [lo, hi] = SIM_SSRCS;
+    let mut out = String::new();
+    for l in offer.split_inclusive('\n') {
+        out.push_str(l);
+        if l.starts_with("a=mid:") {
+            out.push_str(&format!(
+                "a=ssrc-group:SIM {lo} {hi}\r\na=ssrc:{lo} cname:sim\r\na=ssrc:{hi} cname:sim\r\n"
+            ));
+        }
+    }
+    (p, out)
+}
+
+impl PendingPublisher {
+    /// Apply the answer, then offer again with a video track added (renegotiation).
+    pub fn reoffer_with_video(&mut self, sdp: &str) -> String {
+        let answer = SdpAnswer::from_sdp_string(sdp).expect("the SFU's answer parses");
+        let pending = self.pending.take().expect("an outstanding offer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        let mut change = self.rtc.sdp_api();
+        self.video =
+            Some(change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let (offer, pending) = change.apply().expect("a new offer");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    pub fn accept_answer(mut self, sdp: &str) -> Client {
+        let answer = SdpAnswer::from_sdp_string(sdp).expect("the SFU's answer parses");
+        let pending = self.pending.take().expect("an outstanding offer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        if self.legacy_sim
+            && let Some(mid) = self.video
+        {
+            let mut api = self.rtc.direct_api();
+            api.declare_stream_tx(SIM_SSRCS[0].into(), None, mid, Some("l".into()));
+            api.declare_stream_tx(SIM_SSRCS[1].into(), None, mid, Some("h".into()));
+        }
+        spawn(
+            self.rtc,
+            self.socket,
+            self.addr,
+            Sending {
+                audio: self.audio,
+                video: self.video,
+                simulcast: self.simulcast,
+            },
+        )
+    }
+}
+
+/// A subscriber: take the SFU's offer, return the client and its answer.
+pub async fn subscriber_from_offer(sdp: &str) -> (Client, String) {
+    let (socket, addr) = bind().await;
+    let mut rtc = new_rtc(addr);
+    let offer = SdpOffer::from_sdp_string(sdp).expect("the SFU's offer parses");
+    let answer = rtc.sdp_api().accept_offer(offer).expect("offer accepted");
+    let client = spawn(
+        rtc,
+        socket,
+        addr,
+        Sending {
+            audio: None,
+            video: None,
+            simulcast: false,
+        },
+    );
+    (client, answer.to_sdp_string())
+}
+
+struct Sending {
+    audio: Option<Mid>,
+    video: Option<Mid>,
+    simulcast: bool,
+}
+
+/// A VP8 keyframe header followed by a marker and enough bytes for two RTP packets.
+pub fn video_frame(n: u64, layer: &str) -> Vec<u8> {
+    let mut f = vec![0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+    f.extend_from_slice(format!("VIDEO-{layer}{n}-").as_bytes());
+    f.resize(1800, 0xab);
+    f
+}
+
+pub fn audio_frame(n: u64) -> Vec<u8> {
+    let mut f = format!("AUDIO-{n}-").into_bytes();
+    f.resize(120, 0x11);
+    f
+}
+
+fn first_pt(rtc: &mut Rtc, mid: Mid) -> Option<str0m::media::Pt> {
+    let w = rtc.writer(mid)?;
+    w.payload_params().next().map(|p| p.pt())
+}
+
+fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Client {
+    let (tx, events) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+    let (keyframe, keyframe_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(rtc, socket, addr, sending, tx, stop_rx, keyframe_rx));
+    Client {
+        events,
+        history: Vec::new(),
+        stop: Some(stop),
+        keyframe,
+    }
+}
+
+async fn run(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    sending: Sending,
+    tx: mpsc::UnboundedSender<ClientEvent>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut keyframe: mpsc::UnboundedReceiver<()>,
+) {
+    let mut video_in: Vec<Mid> = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    let start = Instant::now();
+    let mut connected = false;
+    let mut channel = None;
+    let mut next_media = Instant::now();
+    let mut n: u64 = 0;
+    loop {
+        // Drain output.
+        let timeout = loop {
+            if !rtc.is_alive() {
+                let _ = tx.send(ClientEvent::Disconnected);
+                return;
+            }
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(e)) => {
+                    let ev = match e {
+                        Event::Connected => {
+                            connected = true;
+                            Some(ClientEvent::Connected)
+                        }
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                            let _ = tx.send(ClientEvent::Disconnected);
+                            return;
+                        }
+                        Event::MediaData(d) => {
+                            let kind = rtc
+                                .media(d.mid)
+                                .map(|m| m.kind())
+                                .unwrap_or(MediaKind::Audio);
+                            Some(ClientEvent::Media {
+                                kind,
+                                data: d.data.to_vec(),
+                            })
+                        }
+                        Event::ChannelOpen(id, label) => {
+                            channel = Some(id);
+                            Some(ClientEvent::ChannelOpen(label))
+                        }
+                        Event::ChannelData(d) => Some(ClientEvent::ChannelData(d.data.to_vec())),
+                        Event::MediaAdded(m) => {
+                            if m.kind == MediaKind::Video && m.direction.is_receiving() {
+                                video_in.push(m.mid);
+                            }
+                            None
+                        }
+                        Event::KeyframeRequest(_) => Some(ClientEvent::KeyframeRequest),
+                        Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb {
+                            estimate,
+                            ..
+                        }) => Some(ClientEvent::Remb(estimate.as_u64())),
+                        _ => None,
+                    };
+                    if let Some(ev) = ev {
+                        let _ = tx.send(ev);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "client failed");
+                    let _ = tx.send(ClientEvent::Disconnected);
+                    return;
+                }
+            }
+        };
+
+        // Publish synthetic media every 20 ms once connected.
+        let now = Instant::now();
+        if connected && now >= next_media {
+            next_media = now + Duration::from_millis(20);
+            n += 1;
+            let elapsed = now - start;
+            if let Some(mid) = sending.audio
+                && let Some(pt) = first_pt(&mut rtc, mid)
+                && let Some(w) = rtc.writer(mid)
+            {
+                let t = MediaTime::new(
+                    elapsed.as_micros() as u64 * 48 / 1000,
+                    Frequency::FORTY_EIGHT_KHZ,
+                );
+                let _ = w.write(pt, now, t, audio_frame(n));
+            }
+            if n.is_multiple_of(2)
+                && let Some(mid) = sending.video
+                && let Some(pt) = first_pt(&mut rtc, mid)
+            {
+                let t = MediaTime::new(
+                    elapsed.as_micros() as u64 * 90 / 1000,
+                    Frequency::NINETY_KHZ,
+                );
+                if sending.simulcast {
+                    for layer in ["l", "h"] {
+                        if let Some(w) = rtc.writer(mid) {
+                            let _ = w.rid(layer.into()).write(pt, now, t, video_frame(n, layer));
+                        }
+                    }
+                } else if let Some(w) = rtc.writer(mid) {
+                    let _ = w.write(pt, now, t, video_frame(n, ""));
+                }
+            }
+            if n.is_multiple_of(5)
+                && let Some(id) = channel
+                && let Some(mut c) = rtc.channel(id)
+            {
+                let _ = c.write(
+                    false,
+                    format!("{{\"type\":\"status\",\"n\":{n}}}").as_bytes(),
+                );
+            }
+            continue;
+        }
+
+        let wake = if connected {
+            timeout.min(next_media)
+        } else {
+            timeout
+        };
+        let wake = wake.max(Instant::now() + Duration::from_millis(1));
+        tokio::select! {
+            _ = &mut stop => return,
+            Some(()) = keyframe.recv() => {
+                for mid in &video_in {
+                    if let Some(mut w) = rtc.writer(*mid) {
+                        let _ = w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli);
+                    }
+                }
+            }
+            r = socket.recv_from(&mut buf) => {
+                let Ok((len, source)) = r else { continue };
+                let Some(data) = buf.get(..len) else { continue };
+                let Ok(contents) = data.try_into() else { continue };
+                let input = Input::Receive(Instant::now(), Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: addr,
+                    contents,
+                });
+                if rtc.handle_input(input).is_err() {
+                    let _ = tx.send(ClientEvent::Disconnected);
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                    let _ = tx.send(ClientEvent::Disconnected);
+                    return;
+                }
+            }
+        }
+    }
+}

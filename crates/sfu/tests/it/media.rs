@@ -1,0 +1,336 @@
+//! Media and data channel forwarding from one publisher to subscribers.
+
+use hpb_sfu::{McuCommand, McuEvent, McuReply, StreamType};
+
+use crate::client::ClientEvent;
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_subscribers_get_audio_video_and_data_channel() {
+    let (sfu, mut events) = start().await;
+    let mut publisher = publish(&sfu, "alice").await;
+    publisher
+        .wait_for("publisher connected", WAIT, |e| {
+            matches!(e, ClientEvent::Connected)
+        })
+        .await;
+    event(&mut events, "PublisherUp", |e| {
+        matches!(e, McuEvent::PublisherUp { session, stream: StreamType::Video } if session == "alice")
+    })
+    .await;
+
+    let (mut bob, bob_sid) = subscribe(&sfu, "bob", "alice").await;
+    let (mut carol, carol_sid) = subscribe(&sfu, "carol", "alice").await;
+    assert_ne!(bob_sid, carol_sid);
+    // The server candidate is also trickled, tagged with the subscription's sid.
+    let cand = event(
+        &mut events,
+        "bob's candidate",
+        |e| matches!(e, McuEvent::Candidate { session, .. } if session == "bob"),
+    )
+    .await;
+    let McuEvent::Candidate {
+        sid,
+        candidate,
+        publisher: p,
+        ..
+    } = cand
+    else {
+        unreachable!()
+    };
+    assert_eq!(sid, bob_sid);
+    assert_eq!(p, "alice");
+    assert!(
+        candidate.candidate.starts_with("candidate:"),
+        "{candidate:?}"
+    );
+    assert!(
+        candidate
+            .candidate
+            .contains(&sfu.local_addr().port().to_string())
+    );
+
+    for sub in [&mut bob, &mut carol] {
+        expect_media(sub).await;
+        sub.wait_for(
+            "JanusDataChannel",
+            WAIT,
+            |e| matches!(e, ClientEvent::ChannelOpen(l) if l == "JanusDataChannel"),
+        )
+        .await;
+        let e = sub
+            .wait_for("a relayed data channel message", WAIT, |e| {
+                matches!(e, ClientEvent::ChannelData(_))
+            })
+            .await;
+        let ClientEvent::ChannelData(d) = e else {
+            unreachable!()
+        };
+        assert!(d.starts_with(b"{\"type\":\"status\""), "{d:?}");
+    }
+
+    let m = sfu.metrics();
+    assert!(m.contains("hpb_sfu_publishers 1\n"), "{m}");
+    assert!(m.contains("hpb_sfu_subscribers 2\n"), "{m}");
+    drop(publisher);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_before_publish_waits_then_works() {
+    let (sfu, _events) = start_with(std::time::Duration::from_secs(10)).await;
+    let sfu = std::sync::Arc::new(sfu);
+    let waiting = {
+        let sfu = sfu.clone();
+        tokio::spawn(async move { sfu.request(subscribe_cmd("bob", "alice", "")).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "subscribe waits for the publisher");
+    let _publisher = publish(&sfu, "alice").await;
+    let reply = waiting.await.expect("subscribe task");
+    let (mut bob, _) = answer_offer(&sfu, "bob", "alice", reply).await;
+    expect_media(&mut bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_sid_renegotiates_and_new_sid_replaces() {
+    let (sfu, _events) = start().await;
+    let _publisher = publish(&sfu, "alice").await;
+    let (mut bob, sid) = subscribe(&sfu, "bob", "alice").await;
+    expect_media(&mut bob).await;
+
+    // Same sid: an offer on the existing connection, same sid.
+    let r = sfu.request(subscribe_cmd("bob", "alice", &sid)).await;
+    let McuReply::Offer { sid: again, sdp } = &r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(again, &sid);
+    assert!(sdp.contains("m=video"));
+    let r = sfu
+        .request(McuCommand::SubscriberAnswer {
+            subscriber: "bob".into(),
+            publisher: "alice".into(),
+            stream: StreamType::Video,
+            sid: sid.clone(),
+            sdp: sdp.clone().replace("a=setup:actpass", "a=setup:active"),
+        })
+        .await;
+    assert!(
+        !matches!(r, McuReply::Error(ref e) if e.code == "client_not_found"),
+        "{r:?}"
+    );
+
+    // Empty sid: a fresh subscription with a new sid, which works too.
+    let (mut bob2, sid2) = subscribe(&sfu, "bob", "alice").await;
+    assert_ne!(sid, sid2);
+    expect_media(&mut bob2).await;
+    let m = sfu.metrics();
+    assert!(m.contains("hpb_sfu_subscribers 1\n"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_forwards_the_high_layer_and_select_stream_switches() {
+    let (pending, offer) = client::publisher_offer_with(false, true, false, true).await;
+    assert!(offer.contains("a=simulcast"), "{offer}");
+    simulcast_case(pending, offer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sim_simulcast_is_forwarded_per_layer() {
+    let (pending, offer) = client::publisher_offer_legacy_sim().await;
+    assert!(offer.contains("a=ssrc-group:SIM"), "{offer}");
+    assert!(!offer.contains("a=rid:"), "{offer}");
+    simulcast_case(pending, offer).await;
+}
+
+async fn simulcast_case(pending: client::PendingPublisher, offer: String) {
+    let (sfu, _events) = start().await;
+    let reply = sfu
+        .request(McuCommand::Publish {
+            session: "alice".into(),
+            stream: StreamType::Video,
+            sid: "1".into(),
+            sdp: offer,
+            max_bitrate: 0,
+        })
+        .await;
+    let McuReply::Answer { sdp } = reply else {
+        panic!("{reply:?}")
+    };
+    let _publisher = pending.accept_answer(&sdp);
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    let is_layer = |e: &ClientEvent, l: &[u8]| matches!(e, ClientEvent::Media { data, .. } if data.windows(l.len()).any(|w| w == l));
+    bob.wait_for("high layer", WAIT, |e| is_layer(e, b"VIDEO-h"))
+        .await;
+    // Only the high layer: after it started, no low-layer frame shows up among the next ones.
+    for _ in 0..10 {
+        let e = bob
+            .wait_for("more video", WAIT, |e| {
+                matches!(e, ClientEvent::Media { .. })
+            })
+            .await;
+        assert!(!is_layer(&e, b"VIDEO-l"), "low layer forwarded as well");
+    }
+    let r = sfu
+        .request(McuCommand::SelectStream {
+            subscriber: "bob".into(),
+            publisher: "alice".into(),
+            stream: StreamType::Video,
+            selection: hpb_sfu::Selection {
+                substream: Some(0),
+                ..Default::default()
+            },
+        })
+        .await;
+    assert_eq!(r, McuReply::Done);
+    bob.wait_for("low layer after selectStream", WAIT, |e| {
+        is_layer(e, b"VIDEO-l")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_gets_remb_with_its_bitrate_cap() {
+    let (sfu, _events) = start().await;
+    let mut publisher = publish(&sfu, "alice").await;
+    let e = publisher
+        .wait_for("a REMB", WAIT, |e| matches!(e, ClientEvent::Remb(_)))
+        .await;
+    let ClientEvent::Remb(bps) = e else {
+        unreachable!()
+    };
+    // REMB's mantissa/exponent encoding rounds; the cap is 1 Mbit/s.
+    assert!((900_000..=1_100_000).contains(&bps), "{bps}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_renegotiation_updates_subscribers() {
+    let (sfu, mut events) = start().await;
+    let publish_cmd = |sdp: String| McuCommand::Publish {
+        session: "alice".into(),
+        stream: StreamType::Video,
+        sid: "42".into(),
+        sdp,
+        max_bitrate: 0,
+    };
+    let (mut pending, offer) = client::publisher_offer(true, false, false).await;
+    let McuReply::Answer { sdp: answer } = sfu.request(publish_cmd(offer)).await else {
+        panic!("first publish failed")
+    };
+    let r = sfu.request(subscribe_cmd("bob", "alice", "")).await;
+    let McuReply::Offer { sdp: first, .. } = &r else {
+        panic!("{r:?}")
+    };
+    assert!(
+        first.contains("m=audio") && !first.contains("m=video"),
+        "{first}"
+    );
+    let (_bob, sid) = answer_offer(&sfu, "bob", "alice", r).await;
+
+    // Same sid: the publisher adds video on its existing connection.
+    let offer2 = pending.reoffer_with_video(&answer);
+    let McuReply::Answer { sdp: answer2 } = sfu.request(publish_cmd(offer2)).await else {
+        panic!("renegotiation failed")
+    };
+    assert!(answer2.contains("m=video"), "{answer2}");
+    let e = event(
+        &mut events,
+        "update-sdp offer for bob",
+        |e| matches!(e, McuEvent::Offer { subscriber, .. } if subscriber == "bob"),
+    )
+    .await;
+    let McuEvent::Offer { sdp, sid: sid2, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(sid2, sid);
+    assert!(sdp.contains("m=audio") && sdp.contains("m=video"), "{sdp}");
+    assert!(sfu.metrics().contains("hpb_sfu_publishers 1\n"));
+
+    // The renegotiated publisher sends both to a new subscriber.
+    let _publisher = pending.accept_answer(&answer2);
+    let (mut carol, _) = subscribe(&sfu, "carol", "alice").await;
+    expect_media(&mut carol).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selection_can_turn_off_video() {
+    let (sfu, _events) = start().await;
+    let _publisher = publish(&sfu, "alice").await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_media(&mut bob).await;
+    let r = sfu
+        .request(McuCommand::SelectStream {
+            subscriber: "bob".into(),
+            publisher: "alice".into(),
+            stream: StreamType::Video,
+            selection: hpb_sfu::Selection {
+                video: Some(false),
+                ..Default::default()
+            },
+        })
+        .await;
+    assert_eq!(r, McuReply::Done);
+    // Frames already in flight may still arrive; after a while only audio does.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    bob.clear_history();
+    for _ in 0..20 {
+        let e = bob
+            .wait_for("audio", WAIT, |e| matches!(e, ClientEvent::Media { .. }))
+            .await;
+        assert!(
+            matches!(
+                e,
+                ClientEvent::Media {
+                    kind: str0m::media::MediaKind::Audio,
+                    ..
+                }
+            ),
+            "video still forwarded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_reach_the_publisher_rate_limited() {
+    let (sfu, _events) = start().await;
+    let mut publisher = publish(&sfu, "alice").await;
+    publisher
+        .wait_for("connected", WAIT, |e| matches!(e, ClientEvent::Connected))
+        .await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    // A new viewer makes the SFU ask for a keyframe.
+    publisher
+        .wait_for("PLI for the new viewer", WAIT, |e| {
+            matches!(e, ClientEvent::KeyframeRequest)
+        })
+        .await;
+    expect_media(&mut bob).await;
+    // A viewer's own PLI is forwarded (after the rate limit window).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    publisher.clear_history();
+    bob.request_keyframe();
+    publisher
+        .wait_for("forwarded PLI", WAIT, |e| {
+            matches!(e, ClientEvent::KeyframeRequest)
+        })
+        .await;
+    let m = sfu.metrics();
+    let n: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("hpb_sfu_keyframe_requests_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("counter");
+    assert!(n >= 2, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_subscribers_all_receive() {
+    let (sfu, _events) = start().await;
+    let _publisher = publish(&sfu, "alice").await;
+    let mut subs = Vec::new();
+    for i in 0..5 {
+        subs.push(subscribe(&sfu, &format!("sub{i}"), "alice").await.0);
+    }
+    for s in &mut subs {
+        expect_media(s).await;
+    }
+}

@@ -1,0 +1,122 @@
+//! End-to-end: a Talk call through the built-in SFU. aiortc clients (tests/media/talk_client.py)
+//! do exactly what the Talk web client does with an MCU: one publishes audio, video and a data
+//! channel with an offer to its own session, two others subscribe with `requestoffer`; the
+//! subscribers decode the counter drawn into the publisher's frames.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use hpb_test_support::{FakeNextcloud, Hpb, free_config};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+struct Client {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    sessionid: String,
+}
+
+fn script() -> String {
+    format!("{}/media/talk_client.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn start(
+    hpb: &Hpb,
+    nc: &FakeNextcloud,
+    role: &str,
+    user: &str,
+    seconds: u32,
+    publisher: Option<&str>,
+) -> Client {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script())
+        .arg(role)
+        .args(["--ws", &hpb.ws_url()])
+        .args(["--backend", &nc.backend_url()])
+        .args(["--user", user])
+        .args(["--ticket", &nc.ticket(user)])
+        .args(["--room", "call"])
+        .args(["--seconds", &seconds.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if let Some(p) = publisher {
+        cmd.args(["--publisher", p]);
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("python3 with aiortc (cargo xtask deps installs it)");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the client joins within 20 s")
+        .expect("client output")
+        .expect("a ready line");
+    let ready: Value = serde_json::from_str(&ready).expect("JSON ready line");
+    let sessionid = ready["ready"].as_str().expect("session id").to_string();
+    Client {
+        child,
+        lines,
+        sessionid,
+    }
+}
+
+async fn finish(mut c: Client) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(60), c.lines.next_line())
+        .await
+        .expect("the client finishes within 60 s")
+        .expect("client output")
+        .expect("a result line");
+    let _ = c.child.wait().await;
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("result line {line:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_the_sfu_with_one_publisher_and_two_subscribers() {
+    let nc = FakeNextcloud::start().await;
+    nc.add_public_room("call");
+    let hpb = Hpb::start(&free_config(&nc, "[sfu]\nlisten = \"127.0.0.1:0\"\n")).await;
+
+    let alice = start(&hpb, &nc, "publish", "alice", 10, None).await;
+    let bob = start(&hpb, &nc, "subscribe", "bob", 6, Some(&alice.sessionid)).await;
+    let carol = start(&hpb, &nc, "subscribe", "carol", 6, Some(&alice.sessionid)).await;
+    // Talk puts the participants in the call through the backend; requestoffer needs it.
+    let (status, _, body) = nc
+        .post_room(
+            &hpb.http_url(),
+            "call",
+            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let alice_id = alice.sessionid.clone();
+
+    let (a, b, c) = tokio::join!(finish(alice), finish(bob), finish(carol));
+    assert!(a.get("failure").is_none(), "publisher: {a}");
+    assert_eq!(a["answer_sender"]["sessionid"], alice_id.as_str(), "{a}");
+    assert!(a["frames_sent"].as_u64().unwrap_or(0) > 100, "{a}");
+    for sub in [&b, &c] {
+        assert!(sub.get("failure").is_none(), "subscriber: {sub}");
+        // The offer comes "from" the publisher, as Janus' did through upstream signaling.
+        assert_eq!(sub["offer_sender"]["sessionid"], alice_id.as_str(), "{sub}");
+        assert_eq!(sub["offer_from"], alice_id.as_str(), "{sub}");
+        let frames = sub["video_frames"].as_u64().unwrap_or(0);
+        assert!(
+            frames >= 30,
+            "decoded frames with the publisher's counter: {sub}"
+        );
+        assert_eq!(sub["monotonic"], true, "the counter only increases: {sub}");
+        assert!(sub["audio_frames"].as_u64().unwrap_or(0) >= 50, "{sub}");
+        assert!(
+            sub["audio_energy"].as_f64().unwrap_or(0.0) > 100.0,
+            "the 440 Hz tone arrives: {sub}"
+        );
+        assert!(
+            sub["datachannel_messages"].as_u64().unwrap_or(0) > 0,
+            "the publisher's data channel messages reach the subscriber: {sub}"
+        );
+    }
+}
