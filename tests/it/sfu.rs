@@ -29,6 +29,18 @@ async fn start(
     seconds: u32,
     publisher: Option<&str>,
 ) -> Client {
+    start_with(hpb, nc, role, user, seconds, publisher, &[]).await
+}
+
+async fn start_with(
+    hpb: &Hpb,
+    nc: &FakeNextcloud,
+    role: &str,
+    user: &str,
+    seconds: u32,
+    publisher: Option<&str>,
+    extra: &[String],
+) -> Client {
     let mut cmd = Command::new("python3");
     cmd.arg(script())
         .arg(role)
@@ -45,6 +57,7 @@ async fn start(
     if let Some(p) = publisher {
         cmd.args(["--publisher", p]);
     }
+    cmd.args(extra);
     let mut child = cmd
         .spawn()
         .expect("python3 with aiortc (cargo xtask deps installs it)");
@@ -119,4 +132,94 @@ async fn a_call_through_the_sfu_with_one_publisher_and_two_subscribers() {
             "the publisher's data channel messages reach the subscriber: {sub}"
         );
     }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Clients behind a firewall that lets only TURN through: relay-only ICE via hpb's own TURN
+/// server, with credentials from hpb's `/turn/credentials` as Talk hands them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_through_hpbs_own_turn_with_relay_only_ice() {
+    let nc = FakeNextcloud::start().await;
+    nc.add_public_room("call");
+    let turn_port = free_port();
+    let hpb = Hpb::start(&free_config(
+        &nc,
+        &format!(
+            "[sfu]\nlisten = \"127.0.0.1:0\"\n\n\
+             [turn]\nsecret = \"turn-secret\"\napikey = \"api-key\"\ndomain = \"127.0.0.1\"\nlisten = [\"127.0.0.1:{turn_port}\"]\n"
+        ),
+    ))
+    .await;
+    let creds: Value = reqwest::get(format!(
+        "{}/turn/credentials?service=turn&key=api-key",
+        hpb.http_url()
+    ))
+    .await
+    .expect("GET /turn/credentials")
+    .json()
+    .await
+    .expect("JSON credentials");
+    let uri = creds["uris"][0].as_str().expect("a TURN URI").to_string();
+    assert!(uri.ends_with("transport=udp"), "{creds}");
+    let turn_args = vec![
+        "--turn".to_string(),
+        uri.split('?').next().unwrap_or_default().to_string(),
+        "--turn-user".to_string(),
+        creds["username"].as_str().expect("username").to_string(),
+        "--turn-password".to_string(),
+        creds["password"].as_str().expect("password").to_string(),
+    ];
+
+    let alice = start_with(&hpb, &nc, "publish", "alice", 10, None, &turn_args).await;
+    let bob = start_with(
+        &hpb,
+        &nc,
+        "subscribe",
+        "bob",
+        6,
+        Some(&alice.sessionid),
+        &turn_args,
+    )
+    .await;
+    let (status, _, body) = nc
+        .post_room(
+            &hpb.http_url(),
+            "call",
+            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (a, b) = tokio::join!(finish(alice), finish(bob));
+    assert!(a.get("failure").is_none(), "publisher: {a}");
+    assert!(b.get("failure").is_none(), "subscriber: {b}");
+    assert_eq!(
+        a["candidate_type"], "relay",
+        "the publisher's media went through TURN: {a}"
+    );
+    assert_eq!(
+        b["candidate_type"], "relay",
+        "the subscriber's media went through TURN: {b}"
+    );
+    assert!(b["video_frames"].as_u64().unwrap_or(0) >= 30, "{b}");
+    assert_eq!(b["monotonic"], true, "{b}");
+    // No loopback exception was configured: the relay to our own SFU is allowed by itself.
+    let metrics = reqwest::get(format!("{}/metrics", hpb.http_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("hpb_turn_refused_peers_total 0"),
+        "no peer refused: {metrics}"
+    );
 }

@@ -8,6 +8,9 @@ aiortc.
   talk_client.py subscribe --ws URL --backend URL --user U --ticket T --room R --seconds S
                            --publisher SESSIONID
 
+With --turn URL --turn-user U --turn-password P the media goes only through that TURN
+server (relay-only ICE, as a client behind a strict firewall).
+
 The publisher sends video whose frames carry a counter (black and white blocks) and a 440 Hz
 tone, and sends `status` data-channel messages. The subscriber decodes the counter from the
 frames it receives and prints one JSON line with what it saw. Everything stays on 127.0.0.1.
@@ -27,9 +30,12 @@ import av
 import websockets
 from aiortc import (
     MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
 # aioice skips loopback addresses when gathering; the tests run on 127.0.0.1 only.
@@ -202,8 +208,33 @@ def is_mcu(frame, kind):
     return frame.get("type") == "message" and frame["message"]["data"].get("type") == kind
 
 
+def peer_connection(args):
+    if not args.turn:
+        return RTCPeerConnection()
+    server = RTCIceServer(urls=[args.turn], username=args.turn_user, credential=args.turn_password)
+    return RTCPeerConnection(
+        configuration=RTCConfiguration(
+            iceServers=[server], iceTransportPolicy=RTCIceTransportPolicy.RELAY
+        )
+    )
+
+
+def selected_pair(pc):
+    """The local candidate type of the pair in use ("relay" when through TURN)."""
+    for t in pc.getTransceivers():
+        ice = t.sender.transport.transport
+        pair = getattr(ice._connection, "_nominated", {}) or {}
+        for p in pair.values():
+            return p.local_candidate.type
+    for sctp in [pc.sctp] if pc.sctp else []:
+        ice = sctp.transport.transport
+        for p in (getattr(ice._connection, "_nominated", {}) or {}).values():
+            return p.local_candidate.type
+    return None
+
+
 async def publish(sig, args, result):
-    pc = RTCPeerConnection()
+    pc = peer_connection(args)
     video, audio = CounterTrack(), ToneTrack()
     pc.addTrack(audio)
     pc.addTrack(video)
@@ -239,13 +270,14 @@ async def publish(sig, args, result):
             channel.send(json.dumps({"type": "speaking", "n": sent}))
             sent += 1
     result["ice"] = pc.iceConnectionState
+    result["candidate_type"] = selected_pair(pc)
     result["frames_sent"] = video.n
     result["datachannel_sent"] = sent
     await pc.close()
 
 
 async def subscribe(sig, args, result):
-    pc = RTCPeerConnection()
+    pc = peer_connection(args)
     counters, audio = [], {"frames": 0, "energy": 0.0}
     messages = []
 
@@ -321,6 +353,7 @@ async def subscribe(sig, args, result):
         except (TimeoutError, asyncio.TimeoutError):
             pass
     result["ice"] = pc.iceConnectionState
+    result["candidate_type"] = selected_pair(pc)
     result["video_frames"] = len(counters)
     result["first_counter"] = counters[0] if counters else None
     result["last_counter"] = counters[-1] if counters else None
@@ -341,6 +374,9 @@ async def main():
     p.add_argument("--room", required=True)
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--publisher")
+    p.add_argument("--turn")
+    p.add_argument("--turn-user")
+    p.add_argument("--turn-password")
     args = p.parse_args()
     result = {"role": args.role}
     async with websockets.connect(args.ws) as ws:

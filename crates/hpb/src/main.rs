@@ -5,6 +5,7 @@ mod acme;
 mod cli;
 mod config;
 mod health;
+mod healthcheck;
 mod lifecycle;
 mod media;
 mod metrics;
@@ -46,6 +47,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }) = cli.command
     {
         print!("{}", config::show(&loaded));
+        return Ok(());
+    }
+    if let Some(Command::Healthcheck { path, timeout }) = &cli.command {
+        let ok = healthcheck::check(
+            loaded.listen,
+            path,
+            std::time::Duration::from_secs(*timeout),
+        )?;
+        println!("{ok}");
         return Ok(());
     }
     let filter =
@@ -112,7 +122,25 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     tracing::info!(%addr, "hpb serving signaling");
     // Kept alive for the life of the process; its listeners run on their own threads.
     let _turn = match loaded.turn {
-        Some(t) => {
+        Some(mut t) => {
+            // Relaying to our own SFU is always allowed (its media port is this machine).
+            if let Some(s) = &sfu {
+                let port = s.local_addr().port();
+                t.config.sfu_addrs.push(s.local_addr());
+                if s.local_addr().ip().is_unspecified() {
+                    // The SFU then announces loopback (or external_ip, below).
+                    t.config
+                        .sfu_addrs
+                        .push(SocketAddr::from(([127, 0, 0, 1], port)));
+                }
+                t.config.sfu_addrs.extend(
+                    loaded
+                        .sfu
+                        .as_ref()
+                        .and_then(|c| c.external_ip)
+                        .map(|ip| SocketAddr::new(ip, port)),
+                );
+            }
             let server = hpb_turn::TurnServer::start(t.config)
                 .await
                 .context("the built-in TURN server could not start")?;
@@ -183,7 +211,10 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
         life.clone(),
         hub,
         loaded.shutdown_timeout,
-        loaded.https.is_some(),
+        loaded
+            .https
+            .as_ref()
+            .is_some_and(|h| matches!(h.source, config::CertSource::Files { .. })),
     ));
     let server = axum::serve(
         listener,
