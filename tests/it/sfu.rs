@@ -223,3 +223,74 @@ async fn media_flows_through_hpbs_own_turn_with_relay_only_ice() {
         "no peer refused: {metrics}"
     );
 }
+
+/// The value of an unlabelled metric line.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Talk's screen share: a publish with roomType screen, `sendoffer` to every other session
+/// (the SFU pushes them an offer as if from the sharer), and `unshareScreen` at the end,
+/// after which the SFU closes the screen publisher and its subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screen_share_is_pushed_with_sendoffer_and_ends_with_unshare_screen() {
+    let nc = FakeNextcloud::start().await;
+    nc.add_public_room("call");
+    let hpb = Hpb::start(&free_config(&nc, "[sfu]\nlisten = \"127.0.0.1:0\"\n")).await;
+    let bob = start(&hpb, &nc, "watch", "bob", 5, None).await;
+    let carol = start(&hpb, &nc, "watch", "carol", 5, None).await;
+    let targets = format!("{},{}", bob.sessionid, carol.sessionid);
+    let alice = start_with(
+        &hpb,
+        &nc,
+        "screenshare",
+        "alice",
+        6,
+        None,
+        &["--targets".into(), targets, "--linger".into(), "10".into()],
+    )
+    .await;
+    let alice_id = alice.sessionid.clone();
+    let (b, c) = tokio::join!(finish(bob), finish(carol));
+    let mut alice = alice;
+    let unshared = tokio::time::timeout(Duration::from_secs(30), alice.lines.next_line())
+        .await
+        .expect("the sharer stops sharing")
+        .expect("output")
+        .expect("a line");
+    assert!(unshared.contains("unshared"), "{unshared}");
+    // While the sharer's connection is still open, the SFU closes the screen publisher and
+    // its subscriptions because of unshareScreen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let text = reqwest::get(format!("{}/metrics", hpb.http_url()))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("text");
+        let (p, s) = (
+            metric(&text, "hpb_sfu_publishers"),
+            metric(&text, "hpb_sfu_subscribers"),
+        );
+        if p == Some(0) && s == Some(0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the screen publisher and its subscribers are still there: {p:?} {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let a = finish(alice).await;
+    assert!(a.get("failure").is_none(), "sharer: {a}");
+    for w in [&b, &c] {
+        assert!(w.get("failure").is_none(), "viewer: {w}");
+        assert_eq!(w["room_type"], "screen", "{w}");
+        assert_eq!(w["offer_from"], alice_id.as_str(), "{w}");
+        assert!(w["video_frames"].as_u64().unwrap_or(0) >= 20, "{w}");
+        assert_eq!(w["monotonic"], true, "{w}");
+    }
+}

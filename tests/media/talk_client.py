@@ -7,6 +7,9 @@ aiortc.
   talk_client.py publish   --ws URL --backend URL --user U --ticket T --room R --seconds S
   talk_client.py subscribe --ws URL --backend URL --user U --ticket T --room R --seconds S
                            --publisher SESSIONID
+  talk_client.py screenshare ... --targets ID,ID   (publish roomType screen, then sendoffer
+                           to the targets; at the end unshareScreen)
+  talk_client.py watch ...  (answer the first screen offer pushed to us)
 
 With --turn URL --turn-user U --turn-password P the media goes only through that TURN
 server (relay-only ICE, as a client behind a strict firewall).
@@ -233,10 +236,11 @@ def selected_pair(pc):
     return None
 
 
-async def publish(sig, args, result):
+async def publish(sig, args, result, room_type="video"):
     pc = peer_connection(args)
     video, audio = CounterTrack(), ToneTrack()
-    pc.addTrack(audio)
+    if room_type == "video":
+        pc.addTrack(audio)
     pc.addTrack(video)
     channel = pc.createDataChannel("status")
     sid = str(int(time.time() * 1000))
@@ -247,7 +251,7 @@ async def publish(sig, args, result):
             "to": sig.sessionid,
             "type": "offer",
             "sid": sid,
-            "roomType": "video",
+            "roomType": room_type,
             "payload": {"type": "offer", "sdp": pc.localDescription.sdp, "nick": args.user},
         },
     )
@@ -258,6 +262,9 @@ async def publish(sig, args, result):
     result["answer_sender"] = reply["message"]["sender"]
     result["answer_sid"] = data.get("sid")
     await pc.setRemoteDescription(RTCSessionDescription(data["payload"]["sdp"], "answer"))
+    if room_type == "screen":
+        for target in filter(None, (args.targets or "").split(",")):
+            await sig.message(target, {"to": target, "type": "sendoffer", "roomType": "screen"})
     end = time.time() + args.seconds
     sent = 0
     while time.time() < end:
@@ -273,6 +280,11 @@ async def publish(sig, args, result):
     result["candidate_type"] = selected_pair(pc)
     result["frames_sent"] = video.n
     result["datachannel_sent"] = sent
+    if room_type == "screen":
+        # Talk's "stop sharing": the SFU closes the screen publisher a second later.
+        await sig.message(sig.sessionid, {"to": sig.sessionid, "type": "unshareScreen", "roomType": "screen"})
+        print(json.dumps({"unshared": True}), flush=True)
+        await asyncio.sleep(args.linger)
     await pc.close()
 
 
@@ -311,6 +323,10 @@ async def subscribe(sig, args, result):
             messages.append(m)
 
     offer = None
+    if args.role == "watch":
+        offer = await sig.wait(lambda f: is_mcu(f, "offer"), timeout=15)
+        args.publisher = offer["message"]["data"].get("from")
+        result["room_type"] = offer["message"]["data"].get("roomType")
     deadline = time.time() + 15
     while offer is None and time.time() < deadline:
         rid = await sig.message(
@@ -341,7 +357,7 @@ async def subscribe(sig, args, result):
             "to": args.publisher,
             "type": "answer",
             "sid": sid,
-            "roomType": "video",
+            "roomType": data.get("roomType", "video"),
             "payload": {"type": "answer", "sdp": pc.localDescription.sdp, "nick": args.user},
         },
     )
@@ -366,7 +382,7 @@ async def subscribe(sig, args, result):
 
 async def main():
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["publish", "subscribe"])
+    p.add_argument("role", choices=["publish", "subscribe", "screenshare", "watch"])
     p.add_argument("--ws", required=True)
     p.add_argument("--backend", required=True)
     p.add_argument("--user", required=True)
@@ -374,6 +390,8 @@ async def main():
     p.add_argument("--room", required=True)
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--publisher")
+    p.add_argument("--targets")
+    p.add_argument("--linger", type=float, default=3)
     p.add_argument("--turn")
     p.add_argument("--turn-user")
     p.add_argument("--turn-password")
@@ -390,6 +408,8 @@ async def main():
         try:
             if args.role == "publish":
                 await publish(sig, args, result)
+            elif args.role == "screenshare":
+                await publish(sig, args, result, room_type="screen")
             else:
                 await subscribe(sig, args, result)
         except Exception as e:  # reported to the test as data, not a traceback
