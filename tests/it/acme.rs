@@ -166,17 +166,16 @@ async fn start_pebble(dir: &Path, tls_port: u16) -> Pebble {
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());
-        if dir_ok {
-            if let Ok(r) = client
+        if dir_ok
+            && let Ok(r) = client
                 .get(format!("https://127.0.0.1:{mgmt}/roots/0"))
                 .send()
                 .await
-                && r.status().is_success()
-                && let Ok(text) = r.text().await
-            {
-                root_pem = Some(text);
-                break;
-            }
+            && r.status().is_success()
+            && let Ok(text) = r.text().await
+        {
+            root_pem = Some(text);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -31,6 +31,16 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Check that the hpb configured here answers on [http] listen (for a container's
+    /// HEALTHCHECK): exits 0 on a 2xx answer, 1 otherwise.
+    Healthcheck {
+        /// The path to GET (over loopback, which [stats] allowed_ips admits by default).
+        #[arg(long, default_value = "/api/v1/stats")]
+        path: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
