@@ -129,6 +129,8 @@ pub fn dev_layer() -> LayerBuilder {
     let mut b = LayerBuilder::new(LayerKind::DevSandbox, origin);
     b.set(&["backend", "allowall"], boolean(true), origin);
     b.set(&["backend", "allowhttp"], boolean(true), origin);
+    // Calls work in the sandbox too: the SFU on a loopback port of its own choosing.
+    b.set(&["sfu", "listen"], text("127.0.0.1:0"), origin);
     b
 }
 
