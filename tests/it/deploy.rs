@@ -148,6 +148,18 @@ async fn the_aio_environment_alone_runs_hpb_like_the_talk_container() {
     assert_eq!(get(&hpb, "/api/v1/stats").await.0, 200);
     let (status, body) = get(&hpb, "/api/v1/health/ready").await;
     assert_eq!((status, body.trim()), (200, "{\"status\":\"ready\"}"));
+    let listen = hpb.addr().to_string();
+    let check = Hpb::run(
+        &["--listen", &listen, "healthcheck"],
+        &env,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(check.success, "hpb healthcheck: {check:?}");
+    assert!(
+        check.stdout.contains("/api/v1/stats answered 200"),
+        "{check:?}"
+    );
     let _alice = hello_and_join(&hpb, &nc, "alice", "room1").await;
     let mut internal = TestClient::connect(hpb.addr()).await;
     internal
@@ -156,6 +168,14 @@ async fn the_aio_environment_alone_runs_hpb_like_the_talk_container() {
     hpb.signal(SIGTERM);
     let status = hpb.wait_exit(EXIT_TIMEOUT).await.expect("exits on SIGTERM");
     assert!(status.success(), "exit status {status}:\n{}", hpb.logs());
+    let check = Hpb::run(
+        &["--listen", &listen, "healthcheck"],
+        &env,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(!check.success, "healthcheck of a stopped hpb: {check:?}");
+    assert!(check.stderr.contains("does not answer"), "{check:?}");
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@ commands:
   bench <name> [ARGS]        run one benchmark against hpb and the upstream stack
                              (release build); ARGS go to the benchmark, e.g.
                              `bench signaling --sizes 100,500 --messages 200 --rate 40`
-  dist                       release build of hpb into target/dist/ with a .sha256
+  dist [--dynamic]           release build of hpb into target/dist/ with a .sha256, its
+                             size and checksum printed; glibc linked statically
+                             (+crt-static) unless --dynamic
   ci                         what .ci/run does: deps, fmt, clippy, test, fuzz
   help                       this text";
 
@@ -92,10 +94,7 @@ fn dispatch(args: &[String]) -> Result<()> {
                 bail!("bench: name a benchmark: cargo xtask bench <name>")
             }
         },
-        "dist" => {
-            no_options("dist", rest)?;
-            dist::run().map(drop)
-        }
+        "dist" => dist::run(dist::parse_options(rest)?).map(drop),
         "ci" => {
             no_options("ci", rest)?;
             ci::run()

@@ -41,10 +41,11 @@ fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16> {
     let mut tcp = TcpStream::connect_timeout(&addr, timeout)?;
     tcp.set_read_timeout(Some(timeout))?;
     tcp.set_write_timeout(Some(timeout))?;
-    write!(
-        tcp,
+    // One write: a server that answers after the first bytes must not see a second one.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: hpb-healthcheck\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    tcp.write_all(request.as_bytes())?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
     while !head.contains(&b'\n') && head.len() < 4096 {
@@ -120,8 +121,15 @@ mod tests {
         let server = std::thread::spawn(move || {
             for answer in ["HTTP/1.1 200 OK\r\n\r\n", "HTTP/1.1 403 Forbidden\r\n\r\n"] {
                 let (mut s, _) = l.accept().expect("accept");
+                let mut request = Vec::new();
                 let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf);
+                while !request.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                assert!(request.starts_with(b"GET /api/v1/stats HTTP/1.1\r\n"));
                 let _ = s.write_all(answer.as_bytes());
             }
         });

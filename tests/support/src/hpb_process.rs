@@ -41,6 +41,11 @@ const AIO_VARS: &[&str] = &[
     "TALK_MAX_STREAM_BITRATE",
     "TALK_MAX_SCREEN_BITRATE",
     "AIO_LOG_LEVEL",
+    "TALK_PORT",
+    "TALK_HOST",
+    "TURN_DOMAIN",
+    // A test runner under systemd must not have every hpb it starts report READY=1.
+    "NOTIFY_SOCKET",
 ];
 
 /// The path of the hpb binary (see the module documentation); panics if it is missing.
