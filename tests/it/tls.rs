@@ -121,7 +121,7 @@ async fn https_wss_and_turn_share_one_port() {
     let addr = https_addr(&hpb);
 
     // A silent connection and a garbage one are open the whole time.
-    let _silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut garbage = tokio::net::TcpStream::connect(addr).await.expect("connect");
     garbage
         .write_all(b"\xff\xfe\xfdnot a protocol")
@@ -211,6 +211,14 @@ async fn https_wss_and_turn_share_one_port() {
     let mut text = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_string(&mut text)).await;
     assert!(text.contains("use https://"), "{text}");
+
+    // The connection that never said anything (slow-loris) is closed by the server.
+    let mut one = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut one))
+        .await
+        .expect("a silent connection is closed within the first-bytes timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
 }
 
 #[tokio::test]

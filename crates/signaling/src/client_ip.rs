@@ -1,5 +1,6 @@
 //! The real client address: `X-Real-IP`, else the right-most untrusted hop of
-//! `X-Forwarded-For`, believed only when the TCP peer is a trusted proxy.
+//! `X-Forwarded-For`, else of RFC 7239 `Forwarded` (`for=`), believed only when the TCP
+//! peer is a trusted proxy.
 
 use std::net::IpAddr;
 
@@ -35,7 +36,33 @@ pub fn client_ip(trusted_proxies: &[IpNet], peer: IpAddr, headers: &HeaderMap) -
             }
         }
     }
+    if let Some(fwd) = headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        for element in fwd.rsplit(',') {
+            let Some(ip) = forwarded_for(element) else {
+                break;
+            };
+            if !trusted(trusted_proxies, ip) {
+                return ip;
+            }
+        }
+    }
     peer
+}
+
+/// The address of the `for=` pair of one `Forwarded` element (`for=192.0.2.1`,
+/// `for="[2001:db8::1]:4711"`, `for=192.0.2.1:80`); `None` for obfuscated or unknown ones.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+    })?;
+    let v = value.trim_matches('"');
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    v.parse()
+        .ok()
+        .or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
 }
 
 #[cfg(test)]
@@ -57,6 +84,47 @@ mod tests {
             client_ip(&list, proxy, &h),
             "203.0.113.9".parse::<IpAddr>().expect("ip")
         );
+        assert_eq!(client_ip(&list, outsider, &h), outsider);
+    }
+
+    #[test]
+    fn rfc7239_forwarded() {
+        let list = default_trusted_proxies();
+        let proxy: IpAddr = "127.0.0.1".parse().expect("ip");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "forwarded",
+            "for=203.0.113.7;proto=https, for=10.0.0.3"
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(
+            client_ip(&list, proxy, &h),
+            "203.0.113.7".parse::<IpAddr>().expect("ip")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "forwarded",
+            "For=\"[2001:db8:cafe::17]:4711\"".parse().expect("header"),
+        );
+        assert_eq!(
+            client_ip(&list, proxy, &h),
+            "2001:db8:cafe::17".parse::<IpAddr>().expect("ip")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "forwarded",
+            "for=198.51.100.2:8080".parse().expect("header"),
+        );
+        assert_eq!(
+            client_ip(&list, proxy, &h),
+            "198.51.100.2".parse::<IpAddr>().expect("ip")
+        );
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", "for=_hidden".parse().expect("header"));
+        assert_eq!(client_ip(&list, proxy, &h), proxy);
+        let outsider: IpAddr = "198.51.100.1".parse().expect("ip");
+        h.insert("forwarded", "for=203.0.113.7".parse().expect("header"));
         assert_eq!(client_ip(&list, outsider, &h), outsider);
     }
 }
