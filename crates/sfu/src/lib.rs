@@ -20,12 +20,40 @@
 //! - `PublisherUp` when the publisher's ICE+DTLS is up (`webrtcup`); `PublisherClosed` /
 //!   `SubscriberClosed` on Unpublish/CloseSession, ICE timeout, replacement or a str0m panic.
 //! - Publisher data channel messages (any label) reach subscribers on `JanusDataChannel`.
+//! - Ending a connection is active, not silence: every closed peer (Unpublish, CloseSession,
+//!   ICE timeout, replacement, SFU shutdown; a publisher's subscribers with it) gets RTCP BYE
+//!   and DTLS close_notify through str0m's `Rtc::close`, so the client's transport closes at
+//!   once (a str0m client reports `Event::Closed`, a browser's DTLS transport goes `closed`)
+//!   instead of timing out. Only a peer whose str0m instance panicked is dropped silently.
+//!   No `inactive` renegotiation is sent: Talk tears the subscriber connection down itself on
+//!   the participants update, and a closed transport ends its tracks either way.
+//! - Loss recovery towards subscribers: every video codec offered to a subscriber has an RTX
+//!   payload type (added when the publisher negotiated none) and NACK feedback, so str0m
+//!   answers their NACKs with RFC 4588 retransmissions from its egress buffer;
+//!   `hpb_sfu_nacks_received_total` and `hpb_sfu_retransmitted_packets_total` count that,
+//!   `hpb_sfu_nacks_sent_total` the NACKs sent to publishers.
+//! - Client SDP without usable `a=ice-ufrag`, `a=ice-pwd` or `a=fingerprint` (sha-256) is
+//!   refused with `invalid_sdp` naming the attribute; a refused subscriber answer leaves the
+//!   offer outstanding, so a corrected answer still works.
 
 mod metrics;
 mod peer;
+mod recovery;
 mod sdp;
 mod stun;
 mod worker;
+
+/// The SFU's own parsers of client input, public only for the fuzz targets in `fuzz/`; not
+/// an API (it may change with any release).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::recovery::rtp_ssrc;
+    pub use crate::sdp::{
+        SdpProblem, Section, SimGroup, check_transport, extract_sim_groups, first_mid,
+        media_sections, parse_answer, parse_offer, sim_rids,
+    };
+    pub use crate::stun::{is_stun, local_ufrag};
+}
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -16,6 +16,9 @@ pub(crate) struct Metrics {
     pub media_forwarded: AtomicU64,
     pub channel_messages_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    pub nacks_received: AtomicU64,
+    pub nacks_sent: AtomicU64,
+    pub retransmitted_packets: AtomicU64,
     pub peer_panics: AtomicU64,
 }
 
@@ -49,7 +52,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -91,6 +94,21 @@ impl Metrics {
                 &self.keyframe_requests,
             ),
             (
+                "hpb_sfu_nacks_received_total",
+                "RTCP NACK messages received from subscribers (counted from str0m's stats, so up to a second late).",
+                &self.nacks_received,
+            ),
+            (
+                "hpb_sfu_nacks_sent_total",
+                "RTCP NACK messages sent to publishers for packets lost on their way in.",
+                &self.nacks_sent,
+            ),
+            (
+                "hpb_sfu_retransmitted_packets_total",
+                "RTP packets retransmitted to subscribers on their RTX stream (RFC 4588) in answer to NACKs.",
+                &self.retransmitted_packets,
+            ),
+            (
                 "hpb_sfu_peer_panics_total",
                 "Peers closed because str0m panicked.",
                 &self.peer_panics,
@@ -129,5 +147,15 @@ mod tests {
             text.lines()
                 .all(|l| l.starts_with('#') || l.starts_with("hpb_sfu_"))
         );
+        for name in [
+            "hpb_sfu_nacks_received_total",
+            "hpb_sfu_nacks_sent_total",
+            "hpb_sfu_retransmitted_packets_total",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} counter\n{name} 0\n")),
+                "{text}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hpb_proto::mcu::StreamType;
 use str0m::change::SdpPendingOffer;
@@ -15,6 +15,7 @@ use str0m::{Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
 use crate::metrics::{Metrics, inc};
+use crate::recovery::{NackTally, rtp_ssrc};
 
 pub(crate) type PeerId = u64;
 
@@ -41,13 +42,83 @@ pub(crate) enum PeerFailure {
     NotAlive,
 }
 
+/// How long a simulcast layer may go without a frame and still count as being sent.
+/// Chromium sends fewer legacy SIM layers than announced for small frames, and pauses
+/// layers when its bandwidth estimate drops: viewers get the best layer actually sent.
+pub(crate) const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
 /// An incoming track of a publisher.
 pub(crate) struct TrackIn {
     pub mid: Mid,
     pub kind: MediaKind,
-    /// Simulcast layers seen so far; the forwarded one is the highest.
+    /// Simulcast layers announced or seen so far, lowest first.
     pub rids: Vec<Rid>,
-    pub last_keyframe_request: Option<Instant>,
+    /// When each simulcast layer last delivered a frame.
+    pub layer_seen: Vec<(Rid, Instant)>,
+    /// The last keyframe request per layer (`None`: the track without simulcast).
+    pub last_keyframe_request: Vec<(Option<Rid>, Instant)>,
+}
+
+impl TrackIn {
+    pub fn new(mid: Mid, kind: MediaKind, mut rids: Vec<Rid>) -> TrackIn {
+        rids.sort_by_key(|r| rid_rank(r));
+        TrackIn {
+            mid,
+            kind,
+            rids,
+            layer_seen: Vec::new(),
+            last_keyframe_request: Vec::new(),
+        }
+    }
+
+    /// A frame of layer `rid` arrived at `now`.
+    pub fn saw_layer(&mut self, rid: Rid, now: Instant) {
+        if !self.rids.contains(&rid) {
+            self.rids.push(rid);
+            self.rids.sort_by_key(|r| rid_rank(r));
+        }
+        match self.layer_seen.iter_mut().find(|(r, _)| *r == rid) {
+            Some((_, t)) => *t = now,
+            None => self.layer_seen.push((rid, now)),
+        }
+    }
+
+    /// Whether layer `rid` delivered a frame within [`LAYER_IDLE`] before `now`.
+    pub fn layer_active(&self, rid: Rid, now: Instant) -> bool {
+        self.layer_seen
+            .iter()
+            .any(|(r, t)| *r == rid && now.saturating_duration_since(*t) < LAYER_IDLE)
+    }
+
+    /// The layer a viewer wanting `substream` gets now (see `pick_rid`).
+    pub fn choose_layer(&self, substream: Option<u8>, now: Instant) -> Option<Rid> {
+        crate::worker::pick_rid(&self.rids, substream, |r| self.layer_active(r, now))
+    }
+
+    /// Whether a keyframe may be asked for on layer `rid` now (at most once per
+    /// `interval` per layer); if so, the request is noted.
+    pub fn keyframe_request_due(
+        &mut self,
+        rid: Option<Rid>,
+        now: Instant,
+        interval: Duration,
+    ) -> bool {
+        match self
+            .last_keyframe_request
+            .iter_mut()
+            .find(|(r, _)| *r == rid)
+        {
+            Some((_, t)) if now.saturating_duration_since(*t) < interval => false,
+            Some((_, t)) => {
+                *t = now;
+                true
+            }
+            None => {
+                self.last_keyframe_request.push((rid, now));
+                true
+            }
+        }
+    }
 }
 
 pub(crate) struct PublisherState {
@@ -62,6 +133,58 @@ pub(crate) struct PublisherState {
 pub(crate) struct TrackOut {
     pub mid: Mid,
     pub source: Mid,
+    /// The simulcast layer forwarded now (`None`: none yet, or no simulcast).
+    pub layer: Option<Rid>,
+    /// One continuous outgoing RTP timeline across layer switches.
+    pub timeline: Timeline,
+}
+
+impl TrackOut {
+    pub fn new(mid: Mid, source: Mid) -> TrackOut {
+        TrackOut {
+            mid,
+            source,
+            layer: None,
+            timeline: Timeline::default(),
+        }
+    }
+}
+
+/// The RTP timestamps a subscriber track sends. Each simulcast layer has its own timeline
+/// (Chromium starts each at a random timestamp); forwarded as is, a layer switch would make
+/// the viewer's timeline jump by up to 2^31 ticks, and Chromium then may hold the new
+/// layer's frames for seconds. On a switch the new layer is mapped onto the old timeline.
+/// (Sequence numbers and VP8 picture ids are str0m's own per outgoing stream already.)
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Timeline {
+    /// Added (mod 2^32) to the timestamps of the layer being forwarded.
+    offset: u32,
+    /// The last timestamp sent, and when its frame arrived.
+    last: Option<(u32, Instant)>,
+}
+
+impl Timeline {
+    /// The outgoing timestamp for a frame of the current layer with timestamp `ts` that
+    /// arrived at `arrival`.
+    pub fn map(&mut self, ts: u32, arrival: Instant) -> u32 {
+        let out = ts.wrapping_add(self.offset);
+        self.last = Some((out, arrival));
+        out
+    }
+
+    /// A new layer starts with the frame `ts` that arrived at `arrival`: it continues the
+    /// timeline after the last frame sent, by the time between their arrivals (at least one
+    /// tick, so two frames never share a timestamp) in the `clock_hz` RTP clock.
+    pub fn switch(&mut self, ts: u32, arrival: Instant, clock_hz: u32) {
+        let Some((last, at)) = self.last else {
+            return;
+        };
+        let elapsed = arrival.saturating_duration_since(at);
+        let ticks = elapsed.as_micros() * u128::from(clock_hz) / 1_000_000;
+        // Bounded to half the timestamp space so the step is always forward.
+        let ticks = u32::try_from(ticks.clamp(1, u128::from(u32::MAX / 2))).unwrap_or(1);
+        self.offset = last.wrapping_add(ticks).wrapping_sub(ts);
+    }
 }
 
 pub(crate) struct SubscriberState {
@@ -96,6 +219,12 @@ pub(crate) struct Peer {
     /// Publisher bitrate cap in bits/s sent as REMB (0 = none).
     pub max_bitrate: u64,
     pub next_remb: Instant,
+    /// The RTX SSRCs of this subscriber's outgoing streams: RTP on them is a retransmission.
+    pub rtx_ssrcs: Vec<u32>,
+    /// NACKs received per outgoing stream (subscribers) so far.
+    pub nacks_in: NackTally,
+    /// NACKs sent per incoming stream (publishers) so far.
+    pub nacks_out: NackTally,
 }
 
 /// Run `f` on the peer's `Rtc`, turning a panic into [`PeerFailure::Panic`].
@@ -115,6 +244,24 @@ impl Peer {
         match &mut self.role {
             Role::Subscriber(s) => Some(s),
             Role::Publisher(_) => None,
+        }
+    }
+
+    /// Learn the RTX SSRCs str0m declared for this subscriber's tracks (after an answer).
+    pub fn refresh_rtx_ssrcs(&mut self) {
+        let Role::Subscriber(s) = &self.role else {
+            return;
+        };
+        let mids: Vec<Mid> = s.tracks.iter().map(|t| t.mid).collect();
+        let found = guarded(&mut self.rtc, |rtc| {
+            let mut api = rtc.direct_api();
+            mids.iter()
+                .filter_map(|m| api.stream_tx_by_mid(*m, None).and_then(|tx| tx.rtx()))
+                .map(|ssrc| *ssrc)
+                .collect::<Vec<u32>>()
+        });
+        if let Ok(v) = found {
+            self.rtx_ssrcs = v;
         }
     }
 
@@ -148,6 +295,12 @@ impl Peer {
                         Ok(n) => {
                             inc(&metrics.udp_tx_packets, 1);
                             inc(&metrics.udp_tx_bytes, n as u64);
+                            if !self.rtx_ssrcs.is_empty()
+                                && rtp_ssrc(&t.contents)
+                                    .is_some_and(|s| self.rtx_ssrcs.contains(&s))
+                            {
+                                inc(&metrics.retransmitted_packets, 1);
+                            }
                         }
                         // UDP: a full socket buffer drops the datagram, as the network would.
                         Err(e) => tracing::debug!(peer = self.id, error = %e, "send failed"),
@@ -173,6 +326,16 @@ impl Peer {
                         Event::KeyframeRequest(r) => Ev::KeyframeRequest(r),
                         Event::ChannelOpen(id, label) => Ev::ChannelOpen(id, label),
                         Event::ChannelData(d) => Ev::ChannelData(d),
+                        Event::MediaEgressStats(st) => {
+                            let d = self.nacks_in.delta(st.mid, st.rid, st.nacks);
+                            inc(&metrics.nacks_received, d);
+                            continue;
+                        }
+                        Event::MediaIngressStats(st) => {
+                            let d = self.nacks_out.delta(st.mid, st.rid, st.nacks);
+                            inc(&metrics.nacks_sent, d);
+                            continue;
+                        }
                         _ => continue,
                     };
                     events.push((self.id, ev));
@@ -184,11 +347,13 @@ impl Peer {
 
 /// Rank of a simulcast rid: higher is a better layer. Talk/janus.js use `h`/`m`/`l`,
 /// Firefox and others `f`/`h`/`q` or `2`/`1`/`0`.
+/// Chromium pages name them freely, e.g. `low`/`medium`/`high`. `h` is below `f` (`f`/`h`/`q`:
+/// full, half, quarter) and above `m`; unknown rids rank lowest.
 pub(crate) fn rid_rank(rid: &str) -> u8 {
     match rid {
-        "f" | "hi" | "high" | "2" => 3,
-        "h" => 2,
-        "m" | "mid" | "1" => 1,
+        "f" | "full" | "hi" | "high" | "2" => 3,
+        "h" | "half" => 2,
+        "m" | "mid" | "medium" | "1" => 1,
         _ => 0,
     }
 }
@@ -203,6 +368,59 @@ mod tests {
         assert!(rid_rank("m") > rid_rank("l"));
         assert!(rid_rank("f") > rid_rank("h"));
         assert!(rid_rank("2") > rid_rank("1"));
+        assert!(rid_rank("1") > rid_rank("0"));
+        assert!(rid_rank("high") > rid_rank("medium"));
+        assert!(rid_rank("medium") > rid_rank("low"));
+        assert!(rid_rank("full") > rid_rank("half"));
+        assert!(rid_rank("half") > rid_rank("q"));
+        assert!(rid_rank("mid") > rid_rank("l"));
+    }
+
+    #[test]
+    fn timeline_continues_across_a_switch() {
+        let t0 = Instant::now();
+        let mut tl = Timeline::default();
+        // The first layer goes out as is.
+        assert_eq!(tl.map(1000, t0), 1000);
+        assert_eq!(tl.map(4000, t0 + Duration::from_millis(33)), 4000);
+        // A layer far away on its own timeline, 100 ms later: continues 9000 ticks on.
+        let at = t0 + Duration::from_millis(133);
+        tl.switch(3_000_000_000, at, 90_000);
+        assert_eq!(tl.map(3_000_000_000, at), 13_000);
+        assert_eq!(
+            tl.map(3_000_003_000, at + Duration::from_millis(33)),
+            16_000
+        );
+        // Wrapping around 2^32, and a switch with no time in between still steps forward.
+        let at2 = at + Duration::from_millis(33);
+        tl.switch(u32::MAX, at2, 90_000);
+        assert_eq!(tl.map(u32::MAX, at2), 16_001);
+        assert_eq!(tl.map(2999, at2 + Duration::from_millis(33)), 19_001);
+    }
+
+    #[test]
+    fn layer_activity_and_keyframe_limits() {
+        let t0 = Instant::now();
+        let mut t = TrackIn::new(
+            Mid::from("1"),
+            MediaKind::Video,
+            vec!["h".into(), "l".into(), "m".into()],
+        );
+        assert_eq!(t.rids, vec![Rid::from("l"), "m".into(), "h".into()]);
+        // Nothing sent yet: the announced layer wanted.
+        assert_eq!(t.choose_layer(None, t0), Some("h".into()));
+        t.saw_layer("l".into(), t0);
+        t.saw_layer("m".into(), t0);
+        assert_eq!(t.choose_layer(None, t0), Some("m".into()));
+        assert_eq!(t.choose_layer(Some(2), t0), Some("m".into()));
+        assert_eq!(t.choose_layer(Some(0), t0), Some("l".into()));
+        let later = t0 + LAYER_IDLE + Duration::from_millis(1);
+        t.saw_layer("l".into(), later);
+        assert_eq!(t.choose_layer(None, later), Some("l".into()));
+        assert!(t.keyframe_request_due(Some("l".into()), t0, Duration::from_millis(500)));
+        assert!(!t.keyframe_request_due(Some("l".into()), t0, Duration::from_millis(500)));
+        assert!(t.keyframe_request_due(Some("h".into()), t0, Duration::from_millis(500)));
+        assert!(t.keyframe_request_due(Some("l".into()), later, Duration::from_millis(500)));
     }
 
     #[test]

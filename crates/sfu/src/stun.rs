@@ -5,12 +5,12 @@ const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const ATTR_USERNAME: u16 = 0x0006;
 
 /// True if the datagram looks like STUN (RFC 7983: first byte 0..=3, magic cookie).
-pub(crate) fn is_stun(buf: &[u8]) -> bool {
+pub fn is_stun(buf: &[u8]) -> bool {
     buf.len() >= 20 && buf[0] < 4 && buf[4..8] == MAGIC_COOKIE
 }
 
 /// The local (first) part of the USERNAME attribute of a STUN message, if any.
-pub(crate) fn local_ufrag(buf: &[u8]) -> Option<&str> {
+pub fn local_ufrag(buf: &[u8]) -> Option<&str> {
     if !is_stun(buf) {
         return None;
     }

@@ -18,7 +18,7 @@ use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::CodecConfig;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, IceCreds, Input, Rtc};
+use str0m::{Candidate, IceCreds, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::metrics::{Metrics, gauge, inc};
 use crate::peer::{
     Ev, Peer, PeerFailure, PeerId, PublisherState, Role, SubscriberState, TrackIn, TrackOut,
-    guarded, rid_rank,
+    guarded,
 };
 use crate::sdp;
 use crate::{SfuConfig, StartError};
@@ -42,6 +42,21 @@ const REMB_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Most datagrams read in one wake-up before timers and commands get their turn.
 const RECV_BATCH: usize = 64;
+
+/// How long a closed peer may take to send its goodbyes (RTCP BYE, DTLS close_notify).
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// A closed peer's str0m instance, kept only until its close output has been sent.
+struct Closing {
+    id: PeerId,
+    rtc: Rtc,
+    /// Still routed here (in `by_addr`) until the drain ends.
+    addrs: Vec<SocketAddr>,
+    /// `Rtc::close` was refused and is tried again.
+    retry_close: bool,
+    next: Instant,
+    until: Instant,
+}
 
 pub(crate) struct Request {
     pub cmd: McuCommand,
@@ -87,6 +102,8 @@ pub(crate) struct Worker {
     /// Selected simulcast layer per subscriber peer.
     selections: HashMap<PeerId, Selection>,
     pending: Vec<PendingSubscribe>,
+    /// Closed peers still draining their close output.
+    closing: Vec<Closing>,
 }
 
 impl Worker {
@@ -131,6 +148,7 @@ impl Worker {
             subscribers: HashMap::new(),
             selections: HashMap::new(),
             pending: Vec::new(),
+            closing: Vec::new(),
         })
     }
 
@@ -162,6 +180,7 @@ impl Worker {
             for id in ids {
                 self.close_peer(id, "the SFU stopped", false);
             }
+            self.drain_closing(Instant::now(), &socket);
         });
     }
 
@@ -201,6 +220,9 @@ impl Worker {
             if now >= deadline {
                 self.on_timers(now, socket);
             }
+            if !self.closing.is_empty() {
+                self.drain_closing(Instant::now(), socket);
+            }
         }
     }
 
@@ -212,6 +234,9 @@ impl Worker {
         }
         for p in &self.pending {
             d = d.min(p.deadline);
+        }
+        for c in &self.closing {
+            d = d.min(c.next);
         }
         d.max(now + Duration::from_millis(1))
     }
@@ -249,8 +274,10 @@ impl Worker {
             },
         );
         let Some(peer) = self.peers.get_mut(&id) else {
-            self.by_addr.remove(&source);
-            inc(&self.metrics.udp_ignored_packets, 1);
+            if !self.on_closing_datagram(id, input) {
+                self.by_addr.remove(&source);
+                inc(&self.metrics.udp_ignored_packets, 1);
+            }
             return;
         };
         if known.is_none() && !peer.rtc.accepts(&input) {
@@ -387,23 +414,51 @@ impl Worker {
     // ---- closing ------------------------------------------------------------------
 
     fn fail_peer(&mut self, id: PeerId, why: PeerFailure) {
-        if matches!(why, PeerFailure::Panic) {
+        let graceful = !matches!(why, PeerFailure::Panic);
+        if !graceful {
             inc(&self.metrics.peer_panics, 1);
             warn!(peer = id, "str0m panicked; closing only this peer");
         }
-        self.close_peer(id, &why.to_string(), true);
+        self.close_peer_with(id, &why.to_string(), true, graceful);
     }
 
-    /// Remove a peer and everything that points at it; `notify` sends the McuEvent.
+    /// Remove a peer and everything that points at it; `notify` sends the McuEvent. The
+    /// client is told too: its connection gets RTCP BYE and DTLS close_notify.
     fn close_peer(&mut self, id: PeerId, reason: &str, notify: bool) {
+        self.close_peer_with(id, reason, notify, true);
+    }
+
+    /// `graceful: false` (after a str0m panic) drops the peer's state without touching it.
+    fn close_peer_with(&mut self, id: PeerId, reason: &str, notify: bool, graceful: bool) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
         info!(peer = id, session = %peer.session, publisher = %peer.publisher, stream = peer.stream.as_str(), reason, "closing peer");
-        let _ = guarded(&mut peer.rtc, |rtc| rtc.disconnect());
         self.by_ufrag.remove(&peer.ufrag);
-        for a in &peer.addrs {
-            self.by_addr.remove(a);
+        // close() queues the goodbyes (RTCP BYE, DTLS close_notify) and drain_closing sends
+        // them. str0m refuses to close while the data channel association is still being set
+        // up (right after DTLS); such a peer keeps getting its datagrams and the close is
+        // retried until it goes through or CLOSE_DRAIN ends.
+        let closed = graceful.then(|| guarded(&mut peer.rtc, |rtc| rtc.close()));
+        let keep = match closed {
+            Some(Ok(r)) if peer.rtc.is_alive() => Some(r.is_err()),
+            _ => None,
+        };
+        if let Some(retry_close) = keep {
+            debug!(peer = id, retry_close, "draining the closed peer");
+            let now = Instant::now();
+            self.closing.push(Closing {
+                id,
+                rtc: peer.rtc,
+                addrs: std::mem::take(&mut peer.addrs),
+                retry_close,
+                next: now,
+                until: now + CLOSE_DRAIN,
+            });
+        } else {
+            for a in &peer.addrs {
+                self.by_addr.remove(a);
+            }
         }
         self.selections.remove(&id);
         match peer.role {
@@ -447,11 +502,96 @@ impl Worker {
     }
 }
 
-/// The simulcast layer a viewer gets: `substream` (0 = lowest) among the layers seen,
-/// the highest when unset or out of range; `None` without simulcast.
-pub(crate) fn pick_rid(rids_ascending: &[Rid], substream: Option<u8>) -> Option<Rid> {
+impl Worker {
+    /// Send what closed peers still have to say; forget those that are done (or too slow).
+    fn drain_closing(&mut self, now: Instant, socket: &UdpSocket) {
+        let metrics = &self.metrics;
+        let mut gone = Vec::new();
+        self.closing.retain_mut(|c| {
+            let keep = now < c.until && (c.next > now || drain(c, now, socket, metrics));
+            if !keep {
+                debug!(peer = c.id, "closed peer drained");
+                gone.push((c.id, std::mem::take(&mut c.addrs)));
+            }
+            keep
+        });
+        for (id, addrs) in gone {
+            for a in addrs {
+                if self.by_addr.get(&a) == Some(&id) {
+                    self.by_addr.remove(&a);
+                }
+            }
+        }
+    }
+
+    /// A datagram for a peer that is closing (e.g. finishing its data channel setup).
+    fn on_closing_datagram(&mut self, id: PeerId, input: Input) -> bool {
+        let Some(c) = self.closing.iter_mut().find(|c| c.id == id) else {
+            return false;
+        };
+        if !matches!(
+            guarded(&mut c.rtc, |rtc| rtc.handle_input(input)),
+            Ok(Ok(()))
+        ) {
+            c.until = Instant::now();
+        }
+        c.next = Instant::now();
+        true
+    }
+}
+
+/// One round of a closing peer: retry the close if needed, send its output; false = done.
+fn drain(c: &mut Closing, now: Instant, socket: &UdpSocket, metrics: &Metrics) -> bool {
+    let r = guarded(&mut c.rtc, |rtc| {
+        if rtc.handle_input(Input::Timeout(now)).is_err() {
+            return false;
+        }
+        if c.retry_close && rtc.close().is_ok() {
+            c.retry_close = false;
+        }
+        // Bounded: the close output is a few datagrams.
+        for _ in 0..256 {
+            if !rtc.is_alive() {
+                return false;
+            }
+            match rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    if let Ok(n) = socket.try_send_to(&t.contents, t.destination) {
+                        inc(&metrics.udp_tx_packets, 1);
+                        inc(&metrics.udp_tx_bytes, n as u64);
+                    }
+                }
+                Ok(Output::Timeout(t)) => {
+                    c.next = t;
+                    return true;
+                }
+                Ok(Output::Event(_)) => {}
+                Err(_) => return false,
+            }
+        }
+        c.next = now;
+        true
+    });
+    r.unwrap_or(false)
+}
+
+/// The simulcast layer a viewer gets: `substream` (0 = lowest) among the layers, the highest
+/// when unset or out of range; if that layer is not being sent (`active`), the nearest lower
+/// one that is, else the nearest higher one; the wanted one when none is. `None` without
+/// simulcast.
+pub(crate) fn pick_rid(
+    rids_ascending: &[Rid],
+    substream: Option<u8>,
+    active: impl Fn(Rid) -> bool,
+) -> Option<Rid> {
     let last = rids_ascending.len().checked_sub(1)?;
-    let i = substream.map_or(last, |s| usize::from(s).min(last));
+    let want = substream.map_or(last, |s| usize::from(s).min(last));
+    let is_active = |i: &usize| rids_ascending.get(*i).is_some_and(|r| active(*r));
+    let i = (0..=want)
+        .rev()
+        .find(is_active)
+        .or_else(|| (want + 1..=last).find(is_active))
+        .unwrap_or(want);
     rids_ascending.get(i).copied()
 }
 
@@ -475,11 +615,22 @@ mod tests {
     #[test]
     fn layer_picking() {
         let rids: Vec<Rid> = vec!["l".into(), "m".into(), "h".into()];
-        assert_eq!(pick_rid(&rids, None), Some("h".into()));
-        assert_eq!(pick_rid(&rids, Some(0)), Some("l".into()));
-        assert_eq!(pick_rid(&rids, Some(1)), Some("m".into()));
-        assert_eq!(pick_rid(&rids, Some(9)), Some("h".into()));
-        assert_eq!(pick_rid(&[], Some(1)), None);
+        let all = |_: Rid| true;
+        assert_eq!(pick_rid(&rids, None, all), Some("h".into()));
+        assert_eq!(pick_rid(&rids, Some(0), all), Some("l".into()));
+        assert_eq!(pick_rid(&rids, Some(1), all), Some("m".into()));
+        assert_eq!(pick_rid(&rids, Some(9), all), Some("h".into()));
+        assert_eq!(pick_rid(&[], Some(1), all), None);
+        // Chromium sends two of three announced layers: the best one sent.
+        let two = |r: Rid| r != Rid::from("h");
+        assert_eq!(pick_rid(&rids, None, two), Some("m".into()));
+        assert_eq!(pick_rid(&rids, Some(2), two), Some("m".into()));
+        assert_eq!(pick_rid(&rids, Some(0), two), Some("l".into()));
+        // Only the top one sent: the nearest higher layer rather than nothing.
+        let top = |r: Rid| r == Rid::from("h");
+        assert_eq!(pick_rid(&rids, Some(0), top), Some("h".into()));
+        // Nothing sent yet: the wanted layer.
+        assert_eq!(pick_rid(&rids, Some(1), |_| false), Some("m".into()));
     }
 
     #[test]

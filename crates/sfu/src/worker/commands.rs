@@ -102,6 +102,7 @@ impl Worker {
         let ufrag = random_string(8);
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
+            .set_stats_interval(Some(crate::recovery::STATS_INTERVAL))
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.cert.clone())
             .set_local_ice_credentials(IceCreds {
@@ -251,6 +252,9 @@ impl Worker {
             addrs: Vec::new(),
             max_bitrate,
             next_remb: now,
+            rtx_ssrcs: Vec::new(),
+            nacks_in: Default::default(),
+            nacks_out: Default::default(),
         });
         info!(peer = id, %session, stream = stream.as_str(), "publisher created");
         let mut dirty = vec![id];
@@ -386,7 +390,8 @@ impl Worker {
             self.close_peer(id, "replaced by a fresh subscription", false);
         }
 
-        let (mut rtc, ufrag) = self.new_rtc(Some(CodecConfig::new_from_payload_params(params)));
+        let codecs = CodecConfig::new_from_payload_params(crate::recovery::with_rtx(params));
+        let (mut rtc, ufrag) = self.new_rtc(Some(codecs));
         let Some(cand) = self.host_candidate() else {
             return error("processing_failed", "the SFU has no usable host candidate");
         };
@@ -403,10 +408,7 @@ impl Worker {
                     None,
                     None,
                 );
-                tracks.push(TrackOut {
-                    mid,
-                    source: *source,
-                });
+                tracks.push(TrackOut::new(mid, *source));
             }
             let cid = change.add_channel(SUBSCRIBER_CHANNEL.to_owned());
             change
@@ -446,6 +448,9 @@ impl Worker {
             addrs: Vec::new(),
             max_bitrate: 0,
             next_remb: now,
+            rtx_ssrcs: Vec::new(),
+            nacks_in: Default::default(),
+            nacks_out: Default::default(),
         });
         self.selections.insert(id, selection);
         info!(peer = id, %subscriber, %publisher, stream = stream.as_str(), sid = %new_sid, "subscriber created");
@@ -496,10 +501,7 @@ impl Worker {
                     None,
                     None,
                 );
-                added.push(TrackOut {
-                    mid,
-                    source: *source,
-                });
+                added.push(TrackOut::new(mid, *source));
             }
             change.apply().map(|(o, p)| (o, p, added))
         });
@@ -574,6 +576,8 @@ impl Worker {
         });
         match r {
             Ok(Ok(())) => {
+                // str0m declares the outgoing streams (and their RTX SSRCs) on the answer.
+                peer.refresh_rtx_ssrcs();
                 let mut dirty = vec![id];
                 // Tracks the publisher added while this offer was out.
                 self.update_subscriber(id, &mut dirty);
@@ -644,12 +648,16 @@ impl Worker {
         let sources: Vec<Mid> = s.tracks.iter().map(|t| t.source).collect();
         let mut dirty = Vec::new();
         for mid in sources {
-            if let Some(Role::Publisher(p)) = self.peers.get_mut(&pub_id).map(|p| &mut p.role)
-                && let Some(t) = p.tracks.iter_mut().find(|t| t.mid == mid)
-            {
-                t.last_keyframe_request = None;
-            }
-            self.request_keyframe(pub_id, mid, selection, KeyframeRequestKind::Pli, &mut dirty);
+            // The viewer switches at the new layer's next keyframe (see forward_media).
+            let Some(Role::Publisher(p)) = self.peers.get_mut(&pub_id).map(|p| &mut p.role) else {
+                break;
+            };
+            let Some(t) = p.tracks.iter_mut().find(|t| t.mid == mid) else {
+                continue;
+            };
+            let rid = t.choose_layer(selection.substream, Instant::now());
+            t.last_keyframe_request.retain(|(r, _)| *r != rid);
+            self.request_keyframe(pub_id, mid, rid, KeyframeRequestKind::Pli, &mut dirty);
         }
         self.drive(dirty, socket);
     }

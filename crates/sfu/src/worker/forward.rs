@@ -1,6 +1,9 @@
 //! The worker's reactions to str0m events: publisher tracks, connection state, and the
 //! forwarding of media frames, data channel messages and keyframe requests.
 
+use str0m::format::CodecExtra;
+use str0m::media::MediaTime;
+
 use super::*;
 
 impl Worker {
@@ -20,12 +23,18 @@ impl Worker {
                         continue;
                     };
                     let pub_id = s.publisher;
-                    let Some(source) = s.tracks.iter().find(|t| t.mid == req.mid).map(|t| t.source)
+                    let Some((source, layer)) = s
+                        .tracks
+                        .iter()
+                        .find(|t| t.mid == req.mid)
+                        .map(|t| (t.source, t.layer))
                     else {
                         continue;
                     };
-                    let selection = self.selections.get(&id).copied().unwrap_or_default();
-                    self.request_keyframe(pub_id, source, selection, req.kind, &mut dirty);
+                    // The layer the viewer decodes, or (none yet) the one it is to get.
+                    let substream = self.selections.get(&id).and_then(|s| s.substream);
+                    let rid = layer.or_else(|| self.layer_for(pub_id, source, substream));
+                    self.request_keyframe(pub_id, source, rid, req.kind, &mut dirty);
                 }
                 Ev::ChannelOpen(cid, label) => {
                     if let Some(s) = self.peers.get_mut(&id).and_then(|p| p.subscriber_state())
@@ -60,9 +69,10 @@ impl Worker {
                 // A new viewer needs a keyframe to start decoding.
                 let pub_id = s.publisher;
                 let sources: Vec<Mid> = s.tracks.iter().map(|t| t.source).collect();
-                let selection = self.selections.get(&id).copied().unwrap_or_default();
+                let substream = self.selections.get(&id).and_then(|s| s.substream);
                 for mid in sources {
-                    self.request_keyframe(pub_id, mid, selection, KeyframeRequestKind::Pli, dirty);
+                    let rid = self.layer_for(pub_id, mid, substream);
+                    self.request_keyframe(pub_id, mid, rid, KeyframeRequestKind::Pli, dirty);
                 }
             }
         }
@@ -85,14 +95,7 @@ impl Worker {
         };
         let is_new = !p.tracks.iter().any(|t| t.mid == mid);
         if is_new {
-            let mut rids = rids.to_vec();
-            rids.sort_by_key(|r| rid_rank(r));
-            p.tracks.push(TrackIn {
-                mid,
-                kind,
-                rids,
-                last_keyframe_request: None,
-            });
+            p.tracks.push(TrackIn::new(mid, kind, rids.to_vec()));
         }
         let mut params = Vec::new();
         for t in &p.tracks {
@@ -145,12 +148,18 @@ impl Worker {
         }
     }
 
+    /// Forward one frame of a publisher to its subscribers. Per subscriber video track one
+    /// simulcast layer goes out: the best one being sent that the selection allows
+    /// ([`TrackIn::choose_layer`]). A switch waits for a keyframe of the new layer (asked
+    /// for while waiting) and maps its timestamps onto the subscriber's timeline.
     pub(super) fn forward_media(
         &mut self,
         pub_id: PeerId,
         data: MediaData,
         dirty: &mut Vec<PeerId>,
     ) {
+        let interval = self.cfg.keyframe_interval;
+        let now = Instant::now();
         let Some(publisher) = self.peers.get_mut(&pub_id) else {
             return;
         };
@@ -160,52 +169,70 @@ impl Worker {
         let Some(track) = p.tracks.iter_mut().find(|t| t.mid == data.mid) else {
             return;
         };
-        if let Some(rid) = data.rid
-            && !track.rids.contains(&rid)
-        {
-            track.rids.push(rid);
-            track.rids.sort_by_key(|r| rid_rank(r));
+        if let Some(rid) = data.rid {
+            track.saw_layer(rid, now);
         }
-        let rids = track.rids.clone();
         let kind = track.kind;
         let subscribers = p.subscribers.clone();
-        if !data.contiguous && track.kind == MediaKind::Video {
-            let selection = Selection::default();
-            self.request_keyframe(pub_id, data.mid, selection, KeyframeRequestKind::Pli, dirty);
+        // Layers some viewer waits for a keyframe of (to start or switch).
+        let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
+        if !data.contiguous && kind == MediaKind::Video {
+            want_keyframe.push(data.rid);
         }
+        // A codec whose keyframes str0m cannot tell: any frame may start a layer.
+        let starts_layer = data.is_keyframe() || matches!(data.codec_extra, CodecExtra::None);
+        let clock_hz = data.time.frequency().get();
+        let ts = data.time.numer() as u32;
         for sub_id in subscribers {
-            let selection = self.selections.get(&sub_id).copied().unwrap_or_default();
-            let wanted_kind = match kind {
-                MediaKind::Audio => selection.audio,
-                MediaKind::Video => selection.video,
-            };
+            let substream = self.selections.get(&sub_id).and_then(|s| s.substream);
+            let wanted_kind = self.selections.get(&sub_id).and_then(|s| match kind {
+                MediaKind::Audio => s.audio,
+                MediaKind::Video => s.video,
+            });
             if wanted_kind == Some(false) {
                 continue;
             }
-            let want = pick_rid(
-                &rids,
-                self.selections.get(&sub_id).and_then(|s| s.substream),
-            );
-            if data.rid.is_some() && data.rid != want {
-                continue;
-            }
+            let target = match (data.rid, self.peers.get(&pub_id)) {
+                (Some(_), Some(pp)) => match &pp.role {
+                    Role::Publisher(p) => p
+                        .tracks
+                        .iter()
+                        .find(|t| t.mid == data.mid)
+                        .and_then(|t| t.choose_layer(substream, now)),
+                    Role::Subscriber(_) => None,
+                },
+                _ => None,
+            };
             let Some(sub) = self.peers.get_mut(&sub_id) else {
-                continue;
-            };
-            let Role::Subscriber(s) = &sub.role else {
-                continue;
-            };
-            let Some(out_mid) = s
-                .tracks
-                .iter()
-                .find(|t| t.source == data.mid)
-                .map(|t| t.mid)
-            else {
                 continue;
             };
             if !sub.connected {
                 continue;
             }
+            let Role::Subscriber(s) = &mut sub.role else {
+                continue;
+            };
+            let Some(out) = s.tracks.iter_mut().find(|t| t.source == data.mid) else {
+                continue;
+            };
+            // Changed only once the frame went out.
+            let mut timeline = out.timeline;
+            if data.rid.is_some() {
+                if target != out.layer && !want_keyframe.contains(&target) {
+                    want_keyframe.push(target);
+                }
+                if data.rid != out.layer {
+                    if data.rid != target || !starts_layer {
+                        continue;
+                    }
+                    timeline.switch(ts, data.network_time, clock_hz);
+                }
+            }
+            let out_mid = out.mid;
+            let time = MediaTime::new(
+                u64::from(timeline.map(ts, data.network_time)),
+                data.time.frequency(),
+            );
             let written = guarded(&mut sub.rtc, |rtc| {
                 let Some(w) = rtc.writer(out_mid) else {
                     return Ok(false);
@@ -213,17 +240,27 @@ impl Worker {
                 let Some(pt) = w.match_params(data.params) else {
                     return Ok(false);
                 };
-                w.write(pt, data.network_time, data.time, data.data.clone())
+                w.write(pt, data.network_time, time, data.data.clone())
                     .map(|_| true)
             });
             match written {
                 Ok(Ok(true)) => {
+                    if out.layer != data.rid {
+                        debug!(peer = sub_id, mid = %out_mid, from = ?out.layer, to = ?data.rid, "simulcast layer switch");
+                        out.layer = data.rid;
+                    }
+                    out.timeline = timeline;
                     inc(&self.metrics.media_forwarded, 1);
                     dirty.push(sub_id);
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => self.fail_peer(sub_id, PeerFailure::Rtc(e)),
                 Err(e) => self.fail_peer(sub_id, e),
+            }
+        }
+        if kind == MediaKind::Video {
+            for rid in want_keyframe {
+                self.request_keyframe_at(pub_id, data.mid, rid, interval, now, dirty);
             }
         }
     }
@@ -263,16 +300,53 @@ impl Worker {
         }
     }
 
-    /// Ask a publisher for a keyframe on one track, at most once per `keyframe_interval`.
+    /// The simulcast layer a viewer wanting `substream` of publisher track `mid` gets now.
+    pub(super) fn layer_for(&self, pub_id: PeerId, mid: Mid, substream: Option<u8>) -> Option<Rid> {
+        let Some(Role::Publisher(p)) = self.peers.get(&pub_id).map(|p| &p.role) else {
+            return None;
+        };
+        let t = p.tracks.iter().find(|t| t.mid == mid)?;
+        t.choose_layer(substream, Instant::now())
+    }
+
+    /// Ask a publisher for a keyframe on one layer of a track (`rid`; `None` without
+    /// simulcast), at most once per `keyframe_interval` per layer.
     pub(super) fn request_keyframe(
         &mut self,
         pub_id: PeerId,
         mid: Mid,
-        selection: Selection,
+        rid: Option<Rid>,
         kind: KeyframeRequestKind,
         dirty: &mut Vec<PeerId>,
     ) {
         let interval = self.cfg.keyframe_interval;
+        self.request_keyframe_with(pub_id, mid, rid, kind, interval, Instant::now(), dirty);
+    }
+
+    fn request_keyframe_at(
+        &mut self,
+        pub_id: PeerId,
+        mid: Mid,
+        rid: Option<Rid>,
+        interval: Duration,
+        now: Instant,
+        dirty: &mut Vec<PeerId>,
+    ) {
+        let pli = KeyframeRequestKind::Pli;
+        self.request_keyframe_with(pub_id, mid, rid, pli, interval, now, dirty);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request_keyframe_with(
+        &mut self,
+        pub_id: PeerId,
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+        interval: Duration,
+        now: Instant,
+        dirty: &mut Vec<PeerId>,
+    ) {
         let Some(publisher) = self.peers.get_mut(&pub_id) else {
             return;
         };
@@ -288,15 +362,11 @@ impl Worker {
         if track.kind != MediaKind::Video {
             return;
         }
-        let now = Instant::now();
-        if track
-            .last_keyframe_request
-            .is_some_and(|t| now.saturating_duration_since(t) < interval)
-        {
+        // A simulcast track takes requests per layer only.
+        let rid = rid.or_else(|| track.rids.last().copied());
+        if !track.keyframe_request_due(rid, now, interval) {
             return;
         }
-        track.last_keyframe_request = Some(now);
-        let rid = pick_rid(&track.rids, selection.substream);
         let r = guarded(&mut publisher.rtc, |rtc| {
             rtc.writer(mid).map(|mut w| w.request_keyframe(rid, kind))
         });

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -20,6 +21,9 @@ pub enum ClientEvent {
     Media {
         kind: MediaKind,
         data: Vec<u8>,
+        /// The frame's RTP timestamp as the SFU sent it, and when it arrived here.
+        rtp_time: u32,
+        at: Instant,
     },
     ChannelOpen(String),
     ChannelData(Vec<u8>),
@@ -27,6 +31,8 @@ pub enum ClientEvent {
     Remb(u64),
     /// The SFU asked this publisher for a keyframe.
     KeyframeRequest,
+    /// The SFU ended the connection: DTLS close_notify arrived (str0m `Event::Closed`).
+    Closed,
     Disconnected,
 }
 
@@ -36,6 +42,8 @@ pub struct Client {
     history: Vec<ClientEvent>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     keyframe: mpsc::UnboundedSender<()>,
+    /// RTP datagrams from the SFU this client threw away on purpose (simulated loss).
+    dropped: Arc<AtomicU64>,
 }
 
 impl Drop for Client {
@@ -50,6 +58,11 @@ impl Client {
     /// Make this (subscriber) client send a PLI on its video tracks.
     pub fn request_keyframe(&self) {
         let _ = self.keyframe.send(());
+    }
+
+    /// How many RTP datagrams the simulated loss dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Forget events received so far that no wait consumed.
@@ -122,6 +135,9 @@ pub struct PendingPublisher {
     video: Option<Mid>,
     simulcast: bool,
     legacy_sim: bool,
+    /// The simulcast layers announced, lowest first, and those actually sent.
+    layers: &'static [&'static str],
+    sent_layers: &'static [&'static str],
 }
 
 pub async fn publisher_offer(
@@ -139,7 +155,18 @@ pub async fn publisher_offer_with(
     channel: bool,
     simulcast: bool,
 ) -> (PendingPublisher, String) {
-    publisher_offer_inner(audio, video, channel, simulcast, true).await
+    publisher_offer_inner(audio, video, channel, simulcast, true, &["l", "h"]).await
+}
+
+/// A video publisher announcing rid simulcast layers `layers` (lowest first) that sends
+/// only `sent` of them (as Chromium when it pauses its top layer).
+pub async fn publisher_offer_rid_layers(
+    layers: &'static [&'static str],
+    sent: &'static [&'static str],
+) -> (PendingPublisher, String) {
+    let (mut p, offer) = publisher_offer_inner(false, true, false, true, true, layers).await;
+    p.sent_layers = sent;
+    (p, offer)
 }
 
 async fn publisher_offer_inner(
@@ -148,14 +175,16 @@ async fn publisher_offer_inner(
     channel: bool,
     simulcast: bool,
     rid_ext: bool,
+    rids: &'static [&'static str],
 ) -> (PendingPublisher, String) {
     let (socket, addr) = bind().await;
     let mut rtc = new_rtc_with(addr, rid_ext);
     let mut change = rtc.sdp_api();
     let layers = simulcast.then(|| {
         let mut s = str0m::media::Simulcast::new();
-        s.add_send_layer(str0m::media::SimulcastLayer::new("l"));
-        s.add_send_layer(str0m::media::SimulcastLayer::new("h"));
+        for rid in rids {
+            s.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+        }
         s
     });
     let a =
@@ -176,28 +205,44 @@ async fn publisher_offer_inner(
             video: v,
             simulcast,
             legacy_sim: false,
+            layers: rids,
+            sent_layers: rids,
         },
         offer.to_sdp_string(),
     )
 }
 
-/// SSRCs of the legacy-simulcast publisher's low and high layer.
-pub const SIM_SSRCS: [u32; 2] = [1111, 2222];
+/// SSRCs of the legacy-simulcast publisher's layers, lowest first.
+pub const SIM_SSRCS: [u32; 3] = [1111, 2222, 3333];
 
 /// A video publisher that announces its two layers the way Talk munges SDP on Chromium:
 /// `a=ssrc-group:SIM low high`, no rids in the SDP.
 pub async fn publisher_offer_legacy_sim() -> (PendingPublisher, String) {
-    let (mut p, offer) = publisher_offer_inner(false, true, false, false, false).await;
+    publisher_offer_legacy_sim_layers(&["l", "h"], &["l", "h"]).await
+}
+
+/// Like [`publisher_offer_legacy_sim`] with `layers` announced (the SFU names them `l`,
+/// `h` or `l`, `m`, `h`) and only `sent` of them sent, as Chromium does at 640x360: three
+/// SSRCs in the group, nothing on the third.
+pub async fn publisher_offer_legacy_sim_layers(
+    layers: &'static [&'static str],
+    sent: &'static [&'static str],
+) -> (PendingPublisher, String) {
+    let (mut p, offer) = publisher_offer_inner(false, true, false, false, false, &[]).await;
     p.simulcast = true;
     p.legacy_sim = true;
-    let [lo, hi] = SIM_SSRCS;
+    p.layers = layers;
+    p.sent_layers = sent;
+    let ssrcs = &SIM_SSRCS[..layers.len().min(SIM_SSRCS.len())];
+    let group: Vec<String> = ssrcs.iter().map(u32::to_string).collect();
     let mut out = String::new();
     for l in offer.split_inclusive('\n') {
         out.push_str(l);
         if l.starts_with("a=mid:") {
-            out.push_str(&format!(
-                "a=ssrc-group:SIM {lo} {hi}\r\na=ssrc:{lo} cname:sim\r\na=ssrc:{hi} cname:sim\r\n"
-            ));
+            out.push_str(&format!("a=ssrc-group:SIM {}\r\n", group.join(" ")));
+            for ssrc in ssrcs {
+                out.push_str(&format!("a=ssrc:{ssrc} cname:sim\r\n"));
+            }
         }
     }
     (p, out)
@@ -231,8 +276,9 @@ impl PendingPublisher {
             && let Some(mid) = self.video
         {
             let mut api = self.rtc.direct_api();
-            api.declare_stream_tx(SIM_SSRCS[0].into(), None, mid, Some("l".into()));
-            api.declare_stream_tx(SIM_SSRCS[1].into(), None, mid, Some("h".into()));
+            for (ssrc, rid) in SIM_SSRCS.iter().zip(self.layers) {
+                api.declare_stream_tx((*ssrc).into(), None, mid, Some((*rid).into()));
+            }
         }
         spawn(
             self.rtc,
@@ -242,13 +288,18 @@ impl PendingPublisher {
                 audio: self.audio,
                 video: self.video,
                 simulcast: self.simulcast,
+                layers: self.sent_layers,
+                drop_rtp_every: 0,
+                video_pts: Vec::new(),
             },
         )
     }
 }
 
-/// A subscriber: take the SFU's offer, return the client and its answer.
-pub async fn subscriber_from_offer(sdp: &str) -> (Client, String) {
+/// A subscriber: take the SFU's offer, return the client and its answer. It drops every
+/// `drop_rtp_every`th video RTP datagram (media or retransmission) the SFU sends it once
+/// connected (0 = none); audio, STUN, DTLS and RTCP always get through.
+pub async fn subscriber_from_offer_lossy(sdp: &str, drop_rtp_every: u64) -> (Client, String) {
     let (socket, addr) = bind().await;
     let mut rtc = new_rtc(addr);
     let offer = SdpOffer::from_sdp_string(sdp).expect("the SFU's offer parses");
@@ -261,6 +312,9 @@ pub async fn subscriber_from_offer(sdp: &str) -> (Client, String) {
             audio: None,
             video: None,
             simulcast: false,
+            layers: &[],
+            drop_rtp_every,
+            video_pts: video_pts(sdp),
         },
     );
     (client, answer.to_sdp_string())
@@ -270,6 +324,39 @@ struct Sending {
     audio: Option<Mid>,
     video: Option<Mid>,
     simulcast: bool,
+    /// The simulcast layers sent.
+    layers: &'static [&'static str],
+    drop_rtp_every: u64,
+    /// Payload types of the video m-lines (codecs and their RTX).
+    video_pts: Vec<u8>,
+}
+
+/// The payload types listed on the `m=video` lines of an SDP.
+fn video_pts(sdp: &str) -> Vec<u8> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("m=video "))
+        .flat_map(|l| l.split(' ').skip(2))
+        .filter_map(|pt| pt.trim().parse().ok())
+        .collect()
+}
+
+/// The payload type of an RTP packet: not RTCP (RFC 5761 §4: packet types 192..=223), nor
+/// STUN or DTLS (RFC 7983: first byte 128..=191 is RTP/RTCP).
+fn rtp_pt(data: &[u8]) -> Option<u8> {
+    match data {
+        [b0, b1, ..] if (128..=191).contains(b0) && !(192..=223).contains(b1) => Some(b1 & 0x7f),
+        _ => None,
+    }
+}
+
+/// Where a simulcast layer's RTP timestamps start: far apart per layer, like Chromium's
+/// random starts.
+fn layer_ts_base(layer: &str) -> u64 {
+    match layer {
+        "l" => 3_000_000_000,
+        "m" => 1_000_000_000,
+        _ => 2_000_000_000,
+    }
 }
 
 /// A VP8 keyframe header followed by a marker and enough bytes for two RTP packets.
@@ -295,15 +382,27 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
     let (tx, events) = mpsc::unbounded_channel();
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let (keyframe, keyframe_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rtc, socket, addr, sending, tx, stop_rx, keyframe_rx));
+    let dropped = Arc::new(AtomicU64::new(0));
+    tokio::spawn(run(
+        rtc,
+        socket,
+        addr,
+        sending,
+        tx,
+        stop_rx,
+        keyframe_rx,
+        dropped.clone(),
+    ));
     Client {
         events,
         history: Vec::new(),
         stop: Some(stop),
         keyframe,
+        dropped,
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     mut rtc: Rtc,
     socket: UdpSocket,
@@ -312,7 +411,9 @@ async fn run(
     tx: mpsc::UnboundedSender<ClientEvent>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     mut keyframe: mpsc::UnboundedReceiver<()>,
+    dropped: Arc<AtomicU64>,
 ) {
+    let mut rtp_seen: u64 = 0;
     let mut video_in: Vec<Mid> = Vec::new();
     let mut buf = vec![0u8; 2048];
     let start = Instant::now();
@@ -350,6 +451,8 @@ async fn run(
                             Some(ClientEvent::Media {
                                 kind,
                                 data: d.data.to_vec(),
+                                rtp_time: d.time.numer() as u32,
+                                at: d.network_time,
                             })
                         }
                         Event::ChannelOpen(id, label) => {
@@ -364,6 +467,7 @@ async fn run(
                             None
                         }
                         Event::KeyframeRequest(_) => Some(ClientEvent::KeyframeRequest),
+                        Event::Closed => Some(ClientEvent::Closed),
                         Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb {
                             estimate,
                             ..
@@ -407,9 +511,14 @@ async fn run(
                     Frequency::NINETY_KHZ,
                 );
                 if sending.simulcast {
-                    for layer in ["l", "h"] {
+                    for layer in sending.layers {
+                        // Each layer on its own RTP timeline, as Chromium sends them.
+                        let t =
+                            MediaTime::new(t.numer() + layer_ts_base(layer), Frequency::NINETY_KHZ);
                         if let Some(w) = rtc.writer(mid) {
-                            let _ = w.rid(layer.into()).write(pt, now, t, video_frame(n, layer));
+                            let _ = w
+                                .rid((*layer).into())
+                                .write(pt, now, t, video_frame(n, layer));
                         }
                     }
                 } else if let Some(w) = rtc.writer(mid) {
@@ -446,6 +555,16 @@ async fn run(
             r = socket.recv_from(&mut buf) => {
                 let Ok((len, source)) = r else { continue };
                 let Some(data) = buf.get(..len) else { continue };
+                if sending.drop_rtp_every > 0
+                    && connected
+                    && rtp_pt(data).is_some_and(|pt| sending.video_pts.contains(&pt))
+                {
+                    rtp_seen += 1;
+                    if rtp_seen.is_multiple_of(sending.drop_rtp_every) {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
                 let Ok(contents) = data.try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
                     proto: Protocol::Udp,

@@ -34,6 +34,11 @@ async fn unpublish_closes_publisher_and_subscribers() {
             if subscriber == "bob" && publisher == "alice")
     })
     .await;
+    // The SFU ends bob's connection itself (DTLS close_notify), it does not just go quiet.
+    bob.wait_for("the SFU closing bob's connection", WAIT, |e| {
+        matches!(e, ClientEvent::Closed)
+    })
+    .await;
     let m = sfu.metrics();
     assert!(m.contains("hpb_sfu_publishers 0\n"), "{m}");
     assert!(m.contains("hpb_sfu_subscribers 0\n"), "{m}");
@@ -77,6 +82,35 @@ async fn close_session_closes_its_subscriptions() {
     let m = sfu.metrics();
     assert!(m.contains("hpb_sfu_publishers 1\n"), "{m}");
     assert!(m.contains("hpb_sfu_subscribers 0\n"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_publishers_session_ends_subscriber_and_publisher_connections() {
+    let (sfu, mut events) = start().await;
+    let mut publisher = publish(&sfu, "alice").await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_media(&mut bob).await;
+    let r = sfu
+        .request(McuCommand::CloseSession {
+            session: "alice".into(),
+        })
+        .await;
+    assert_eq!(r, McuReply::Done);
+    event(
+        &mut events,
+        "SubscriberClosed",
+        |e| matches!(e, McuEvent::SubscriberClosed { subscriber, .. } if subscriber == "bob"),
+    )
+    .await;
+    bob.wait_for("the SFU closing bob's connection", WAIT, |e| {
+        matches!(e, ClientEvent::Closed)
+    })
+    .await;
+    publisher
+        .wait_for("the SFU closing alice's connection", WAIT, |e| {
+            matches!(e, ClientEvent::Closed)
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,12 +255,19 @@ async fn a_vanished_publisher_is_closed_after_the_ice_timeout() {
     publisher
         .wait_for("connected", WAIT, |e| matches!(e, ClientEvent::Connected))
         .await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_media(&mut bob).await;
     drop(publisher); // stops sending anything, like a closed laptop lid
     event(
         &mut events,
         "PublisherClosed",
         |e| matches!(e, McuEvent::PublisherClosed { session, .. } if session == "alice"),
     )
+    .await;
+    // Its subscriber's connection is ended by the SFU, not left to time out on the client.
+    bob.wait_for("the SFU closing bob's connection", WAIT, |e| {
+        matches!(e, ClientEvent::Closed)
+    })
     .await;
     assert!(sfu.metrics().contains("hpb_sfu_publishers 0\n"));
 }
@@ -282,4 +323,93 @@ async fn dropping_the_sfu_stops_the_worker_and_frees_the_port() {
         .is_some()
     {}
     std::net::UdpSocket::bind(addr).expect("the port is free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_with_unusable_ice_or_dtls_attributes_are_refused_by_name() {
+    let (sfu, _events) = start().await;
+    let _publisher = publish(&sfu, "alice").await;
+    let r = sfu.request(subscribe_cmd("bob", "alice", "")).await;
+    let McuReply::Offer { sdp, sid } = r else {
+        panic!("{r:?}")
+    };
+    let (mut bob, answer) = client::subscriber_from_offer_lossy(&sdp, 0).await;
+    let answer_cmd = |sdp: String| McuCommand::SubscriberAnswer {
+        subscriber: "bob".into(),
+        publisher: "alice".into(),
+        stream: StreamType::Video,
+        sid: sid.clone(),
+        sdp,
+    };
+    let without = |prefix: &str| -> String {
+        answer
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with(prefix))
+            .collect()
+    };
+    let replace_value = |prefix: &str, value: &str| -> String {
+        answer
+            .split_inclusive('\n')
+            .map(|l| {
+                if l.starts_with(prefix) {
+                    format!("{prefix}{value}\r\n")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect()
+    };
+    for (sdp, attr) in [
+        (without("a=ice-ufrag:"), "a=ice-ufrag"),
+        (without("a=ice-pwd:"), "a=ice-pwd"),
+        (without("a=fingerprint:"), "a=fingerprint"),
+        (replace_value("a=ice-ufrag:", "no"), "a=ice-ufrag"),
+        (replace_value("a=ice-pwd:", "not a password"), "a=ice-pwd"),
+        (
+            replace_value("a=fingerprint:", "sha-256 zz:top"),
+            "a=fingerprint",
+        ),
+        (
+            replace_value("a=fingerprint:", "sha-256 01:02"),
+            "a=fingerprint",
+        ),
+    ] {
+        let r = sfu.request(answer_cmd(sdp)).await;
+        let McuReply::Error(e) = r else {
+            panic!("{attr}: accepted: {r:?}")
+        };
+        assert_eq!(e.code, "invalid_sdp", "{attr}: {e:?}");
+        assert!(e.message.contains(attr), "{attr}: {}", e.message);
+    }
+    // The refusals left the subscription as it was: the real answer still works.
+    assert_eq!(
+        sfu.request(answer_cmd(answer.clone())).await,
+        McuReply::Done
+    );
+    expect_media(&mut bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_offers_with_unusable_ice_or_dtls_attributes_are_refused_by_name() {
+    let (sfu, _events) = start().await;
+    let (_pending, offer) = client::publisher_offer(true, true, false).await;
+    let no_pwd: String = offer
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=ice-pwd:"))
+        .collect();
+    let r = sfu
+        .request(McuCommand::Publish {
+            session: "alice".into(),
+            stream: StreamType::Video,
+            sid: "1".into(),
+            sdp: no_pwd,
+            max_bitrate: 0,
+        })
+        .await;
+    let McuReply::Error(e) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(e.code, "invalid_sdp");
+    assert!(e.message.contains("a=ice-pwd"), "{}", e.message);
+    assert!(sfu.metrics().contains("hpb_sfu_publishers 0\n"));
 }

@@ -3,6 +3,7 @@
 mod client;
 mod lifecycle;
 mod media;
+mod recovery;
 
 use std::time::Duration;
 
@@ -87,11 +88,22 @@ pub async fn answer_offer(
     publisher: &str,
     reply: McuReply,
 ) -> (Client, String) {
+    answer_offer_lossy(sfu, subscriber, publisher, reply, 0).await
+}
+
+/// Like [`answer_offer`], with a subscriber that drops every `drop_rtp_every`th RTP datagram.
+pub async fn answer_offer_lossy(
+    sfu: &Sfu,
+    subscriber: &str,
+    publisher: &str,
+    reply: McuReply,
+    drop_rtp_every: u64,
+) -> (Client, String) {
     let McuReply::Offer { sdp, sid } = reply else {
         panic!("subscribe failed: {reply:?}");
     };
     assert!(!sid.is_empty());
-    let (client, answer) = client::subscriber_from_offer(&sdp).await;
+    let (client, answer) = client::subscriber_from_offer_lossy(&sdp, drop_rtp_every).await;
     let r = sfu
         .request(McuCommand::SubscriberAnswer {
             subscriber: subscriber.into(),
@@ -118,6 +130,32 @@ pub fn subscribe_cmd(subscriber: &str, publisher: &str, sid: &str) -> McuCommand
 pub async fn subscribe(sfu: &Sfu, subscriber: &str, publisher: &str) -> (Client, String) {
     let reply = sfu.request(subscribe_cmd(subscriber, publisher, "")).await;
     answer_offer(sfu, subscriber, publisher, reply).await
+}
+
+/// The value of one `hpb_sfu_*` counter or gauge in the SFU's metrics text.
+pub fn metric(sfu: &Sfu, name: &str) -> u64 {
+    let text = sfu.metrics();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+/// Wait (bounded) until the metric `name` is above zero; returns its value.
+pub async fn metric_above_zero(sfu: &Sfu, name: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = metric(sfu, name);
+        if v > 0 {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {name} > 0: {}",
+            sfu.metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Wait until this subscriber got audio and video frames carrying the publisher's payload.

@@ -161,6 +161,8 @@ async fn simulcast_case(pending: client::PendingPublisher, offer: String) {
     let is_layer = |e: &ClientEvent, l: &[u8]| matches!(e, ClientEvent::Media { data, .. } if data.windows(l.len()).any(|w| w == l));
     bob.wait_for("high layer", WAIT, |e| is_layer(e, b"VIDEO-h"))
         .await;
+    // Before the publisher's first high-layer frame the low layer may have been forwarded.
+    bob.clear_history();
     // Only the high layer: after it started, no low-layer frame shows up among the next ones.
     for _ in 0..10 {
         let e = bob
@@ -333,4 +335,161 @@ async fn five_subscribers_all_receive() {
     for s in &mut subs {
         expect_media(s).await;
     }
+}
+
+/// Publish `offer` as alice (video only, no bitrate cap) and return the running publisher.
+async fn publish_offer(
+    sfu: &hpb_sfu::Sfu,
+    pending: client::PendingPublisher,
+    offer: String,
+) -> client::Client {
+    let reply = sfu
+        .request(McuCommand::Publish {
+            session: "alice".into(),
+            stream: StreamType::Video,
+            sid: "1".into(),
+            sdp: offer,
+            max_bitrate: 0,
+        })
+        .await;
+    let McuReply::Answer { sdp } = reply else {
+        panic!("{reply:?}")
+    };
+    pending.accept_answer(&sdp)
+}
+
+async fn select_substream(sfu: &hpb_sfu::Sfu, substream: u8) {
+    let r = sfu
+        .request(McuCommand::SelectStream {
+            subscriber: "bob".into(),
+            publisher: "alice".into(),
+            stream: StreamType::Video,
+            selection: hpb_sfu::Selection {
+                substream: Some(substream),
+                ..Default::default()
+            },
+        })
+        .await;
+    assert_eq!(r, McuReply::Done);
+}
+
+/// A received video frame: which layer (the letter after `VIDEO-`), its RTP timestamp and
+/// arrival.
+async fn next_video(c: &mut client::Client) -> (u8, u32, std::time::Instant) {
+    let e = c
+        .wait_for("a video frame", WAIT, |e| {
+            matches!(
+                e,
+                ClientEvent::Media {
+                    kind: str0m::media::MediaKind::Video,
+                    ..
+                }
+            )
+        })
+        .await;
+    let ClientEvent::Media {
+        data, rtp_time, at, ..
+    } = e
+    else {
+        unreachable!()
+    };
+    let layer = data
+        .windows(7)
+        .find_map(|w| w.strip_prefix(b"VIDEO-").and_then(|l| l.first().copied()))
+        .unwrap_or(b'?');
+    (layer, rtp_time, at)
+}
+
+/// Reads frames until one of `layer` arrives (bounded) and checks that the RTP timestamp
+/// moved from the last frame of the other layer (`last`: its timestamp and arrival, kept
+/// up to date) to it about as much as the wall clock did.
+async fn expect_continuous_switch_to(
+    c: &mut client::Client,
+    layer: u8,
+    last: &mut (u32, std::time::Instant),
+) {
+    for _ in 0..500 {
+        let (l, ts, at) = next_video(c).await;
+        let (ts0, at0) = std::mem::replace(last, (ts, at));
+        if l != layer {
+            continue;
+        }
+        let d_rtp = i64::from(ts.wrapping_sub(ts0) as i32);
+        let d_wall = i64::try_from(at.saturating_duration_since(at0).as_micros() * 90 / 1000)
+            .unwrap_or(i64::MAX);
+        assert!(
+            d_rtp > 0 && (d_rtp - d_wall).abs() < 90_000,
+            "switching to layer {}: RTP moved {d_rtp} ticks in {d_wall} ticks of wall clock",
+            layer as char
+        );
+        return;
+    }
+    panic!("no frame of layer {} after 500 frames", layer as char);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_switches_keep_the_rtp_timeline() {
+    let (sfu, _events) = start().await;
+    // The publisher's layers start about 10^9 ticks apart, like Chromium's.
+    let (pending, offer) =
+        client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m", "h"]).await;
+    let _publisher = publish_offer(&sfu, pending, offer).await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    // Lower layers may come first, until the publisher's first high-layer frame.
+    let mut last = None;
+    for _ in 0..500 {
+        let (l, ts, at) = next_video(&mut bob).await;
+        if l == b'h' {
+            last = Some((ts, at));
+            break;
+        }
+    }
+    let mut last = last.expect("the high layer is forwarded by default");
+    for (substream, layer) in [(0, b'l'), (1, b'm'), (2, b'h'), (0, b'l')] {
+        select_substream(&sfu, substream).await;
+        expect_continuous_switch_to(&mut bob, layer, &mut last).await;
+    }
+}
+
+/// Wait (bounded) for `n` video frames in a row of `layer`, skipping what came before.
+async fn expect_layer(c: &mut client::Client, layer: u8, what: &str) {
+    let mut run = 0;
+    for _ in 0..500 {
+        let (l, _, _) = next_video(c).await;
+        run = if l == layer { run + 1 } else { 0 };
+        if run == 10 {
+            return;
+        }
+    }
+    panic!("{what}: no run of layer {} frames", layer as char);
+}
+
+async fn best_sent_layer_case(pending: client::PendingPublisher, offer: String) {
+    let (sfu, _events) = start().await;
+    let _publisher = publish_offer(&sfu, pending, offer).await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_layer(&mut bob, b'm', "by default the best layer sent").await;
+    // The silent top layer asked for: the nearest lower one that is sent.
+    select_substream(&sfu, 2).await;
+    expect_layer(&mut bob, b'm', "substream 2, not sent").await;
+    select_substream(&sfu, 0).await;
+    expect_layer(&mut bob, b'l', "substream 0").await;
+    select_substream(&sfu, 1).await;
+    expect_layer(&mut bob, b'm', "substream 1").await;
+}
+
+/// Chromium at 640x360: three SSRCs in the SIM group, nothing sent on the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sim_with_a_silent_announced_layer_forwards_the_best_one_sent() {
+    let (pending, offer) =
+        client::publisher_offer_legacy_sim_layers(&["l", "m", "h"], &["l", "m"]).await;
+    assert!(offer.contains("a=ssrc-group:SIM 1111 2222 3333"), "{offer}");
+    best_sent_layer_case(pending, offer).await;
+}
+
+/// Chromium pausing its top rid layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rid_simulcast_with_a_paused_top_layer_forwards_the_best_one_sent() {
+    let (pending, offer) = client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m"]).await;
+    best_sent_layer_case(pending, offer).await;
 }

@@ -1,0 +1,145 @@
+//! Loss recovery towards subscribers: their video codecs always get RTX and NACK, and it is
+//! made observable (NACK counts from str0m's periodic stats events, retransmissions by the
+//! RTX SSRC in the cleartext header of outgoing RTP).
+
+use str0m::format::PayloadParams;
+use str0m::media::{Mid, Pt, Rid};
+
+/// How often str0m reports per-stream stats (the NACK counters come from there).
+pub(crate) const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// str0m's NACK counters are cumulative per (mid, rid); this remembers the last value seen
+/// so the metrics get only what is new.
+#[derive(Debug, Default)]
+pub(crate) struct NackTally {
+    seen: Vec<(Mid, Option<Rid>, u64)>,
+}
+
+impl NackTally {
+    /// Record the stream's cumulative count and return the increase since the last call.
+    pub fn delta(&mut self, mid: Mid, rid: Option<Rid>, total: u64) -> u64 {
+        match self
+            .seen
+            .iter_mut()
+            .find(|(m, r, _)| *m == mid && *r == rid)
+        {
+            Some((_, _, last)) => {
+                // A stream that was reset starts again from 0: count it afresh.
+                let d = if total >= *last { total - *last } else { total };
+                *last = total;
+                d
+            }
+            None => {
+                self.seen.push((mid, rid, total));
+                total
+            }
+        }
+    }
+}
+
+/// The publisher's codecs as offered to its subscribers: each video codec without an RTX
+/// payload type gets one (a free dynamic PT) and NACK feedback, so str0m answers the
+/// subscribers' NACKs from its egress buffer whatever the publisher negotiated.
+pub(crate) fn with_rtx(params: Vec<PayloadParams>) -> Vec<PayloadParams> {
+    let mut used: Vec<u8> = params
+        .iter()
+        .flat_map(|p| [Some(p.pt()), p.resend(), p.red()])
+        .flatten()
+        .map(|pt| *pt)
+        .collect();
+    params
+        .into_iter()
+        .map(|p| {
+            if !p.spec().codec.is_video() || p.resend().is_some() || p.red().is_some() {
+                return p;
+            }
+            let Some(free) = (96..=127u8).find(|pt| !used.contains(pt)) else {
+                return p;
+            };
+            used.push(free);
+            let mut q = PayloadParams::new(p.pt(), Some(Pt::new_with_value(free)), p.spec());
+            q.set_fb_transport_cc(p.fb_transport_cc());
+            q.set_fb_pli(p.fb_pli());
+            q.set_fb_fir(p.fb_fir());
+            q.set_fb_remb(p.fb_remb());
+            q.set_fb_nack(true);
+            q
+        })
+        .collect()
+}
+
+/// The SSRC of an RTP packet (not RTCP) read from its header, which SRTP leaves in clear
+/// (RFC 3550 §5.1; RTCP is told apart by its packet type 192..=223, RFC 5761 §4).
+pub fn rtp_ssrc(buf: &[u8]) -> Option<u32> {
+    let first = *buf.first()?;
+    let second = *buf.get(1)?;
+    if first >> 6 != 2 || (192..=223).contains(&second) {
+        return None;
+    }
+    let b = buf.get(8..12)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nack_deltas() {
+        let mut t = NackTally::default();
+        let mid = Mid::from("1");
+        assert_eq!(t.delta(mid, None, 3), 3);
+        assert_eq!(t.delta(mid, None, 3), 0);
+        assert_eq!(t.delta(mid, None, 7), 4);
+        assert_eq!(t.delta(mid, Some("h".into()), 2), 2);
+        assert_eq!(t.delta(mid, None, 1), 1, "a reset stream counts from 0");
+    }
+
+    #[test]
+    fn video_codecs_get_rtx_and_nack() {
+        use str0m::format::{Codec, CodecSpec, FormatParams};
+        use str0m::media::Frequency;
+        let spec = |codec, clock_rate| CodecSpec {
+            codec,
+            clock_rate,
+            channels: None,
+            format: FormatParams::default(),
+        };
+        let mut vp8 = PayloadParams::new(96.into(), None, spec(Codec::Vp8, Frequency::NINETY_KHZ));
+        vp8.set_fb_nack(false);
+        let h264 = PayloadParams::new(
+            98.into(),
+            Some(99.into()),
+            spec(Codec::H264, Frequency::NINETY_KHZ),
+        );
+        let opus = PayloadParams::new(
+            97.into(),
+            None,
+            spec(Codec::Opus, Frequency::FORTY_EIGHT_KHZ),
+        );
+        let out = with_rtx(vec![vp8, h264, opus]);
+        assert_eq!(out[0].pt(), 96.into());
+        assert_eq!(
+            out[0].resend(),
+            Some(100.into()),
+            "the first free dynamic PT"
+        );
+        assert!(out[0].fb_nack());
+        assert_eq!(out[1].resend(), Some(99.into()), "an RTX PT is kept");
+        assert_eq!(out[2].resend(), None, "no RTX for audio");
+    }
+
+    #[test]
+    fn rtp_ssrc_skips_rtcp_and_junk() {
+        let mut rtp = vec![0x80, 0x60, 0, 1, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+        assert_eq!(rtp_ssrc(&rtp), Some(0x1234_5678));
+        rtp[1] = 0xe0; // marker bit + PT 96
+        assert_eq!(rtp_ssrc(&rtp), Some(0x1234_5678));
+        let rtcp = [0x80, 200, 0, 6, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0];
+        assert_eq!(rtp_ssrc(&rtcp), None);
+        assert_eq!(rtp_ssrc(&[0x16, 0xfe, 0xfd]), None, "DTLS");
+        assert_eq!(rtp_ssrc(&[0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42]), None);
+        assert_eq!(rtp_ssrc(&rtp[..11]), None);
+        assert_eq!(rtp_ssrc(&[]), None);
+    }
+}
