@@ -5,6 +5,7 @@
 mod acme;
 mod backend_api;
 mod backends;
+mod browser;
 mod config_file;
 mod deploy;
 mod events;

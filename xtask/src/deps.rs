@@ -1,5 +1,5 @@
 //! The external tools the tests and benchmarks use, in one table (`TOOLS`), and installing
-//! the missing ones idempotently from Debian, PyPI or crates.io. A test that needs a new
+//! the missing ones idempotently from Debian, PyPI, crates.io or npm. A test that needs a new
 //! tool adds a row here.
 
 use std::path::Path;
@@ -18,6 +18,22 @@ enum Source {
     Pip,
     /// A crates.io binary installed with `cargo install --locked`; `provides` are commands.
     Cargo,
+    /// An npm package installed with the machine's npm into [`NPM_PREFIX`] (git-ignored),
+    /// where the scripts beside it `require` it; `provides` are the package names.
+    Npm,
+}
+
+/// Where npm packages go, relative to the repository root: `<NPM_PREFIX>/node_modules/…`.
+const NPM_PREFIX: &str = "tests/media/chromium";
+
+/// The version range installed for npm package `name` (the table names packages bare).
+fn npm_spec(name: &str) -> String {
+    match name {
+        // The Playwright API the browser test's driver uses; it drives Debian's chromium
+        // by `executablePath` and never downloads a browser of its own.
+        "playwright-core" => "playwright-core@1".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 impl Source {
@@ -26,6 +42,7 @@ impl Source {
             Source::Apt => "debian",
             Source::Pip => "pypi",
             Source::Cargo => "crates.io",
+            Source::Npm => "npm",
         }
     }
 }
@@ -41,7 +58,8 @@ enum When {
 struct Tool {
     package: &'static str,
     source: Source,
-    /// Commands (Apt, Cargo) or Python modules (Pip) that must exist once it is installed.
+    /// Commands (Apt, Cargo), Python modules (Pip) or npm packages (Npm) that must exist
+    /// once it is installed.
     provides: &'static [&'static str],
     when: When,
     /// Who uses it.
@@ -64,7 +82,7 @@ const fn tool(
     }
 }
 
-use Source::{Apt, Cargo, Pip};
+use Source::{Apt, Cargo, Npm, Pip};
 use When::{Always, Fuzz};
 
 /// Every external tool, in one place.
@@ -82,6 +100,11 @@ const TOOLS: &[Tool] = &[
     tool("curl", Apt, &["curl"], Always, "HTTP probes in tests and benchmarks"),
     tool("aiortc", Pip, &["aiortc"], Always, "WebRTC client in e2e tests"),
     tool("websockets", Pip, &["websockets"], Always, "signaling client in e2e tests"),
+    tool("chromium", Apt, &["chromium"], Always,
+         "headless browser of the WebRTC e2e test (tests/it/browser.rs)"),
+    tool("nodejs", Apt, &["node", "npm"], Always, "runs the browser test's Playwright driver"),
+    tool("playwright-core", Npm, &["playwright-core"], Always,
+         "drives Debian's chromium in the browser e2e test (tests/media/chromium/driver.js)"),
     tool("cargo-nextest", Cargo, &["cargo-nextest"], Always, "the test runner"),
     tool("cargo-fuzz", Cargo, &["cargo-fuzz"], Fuzz, "cargo xtask fuzz"),
 ];
@@ -108,7 +131,7 @@ pub fn install(opts: Options) -> Result<()> {
     let mut already: Vec<&str> = Vec::new();
     let mut problems: Vec<Problem> = Vec::new();
 
-    for source in [Apt, Pip, Cargo] {
+    for source in [Apt, Pip, Cargo, Npm] {
         let (present, missing): (Vec<&Tool>, Vec<&Tool>) = wanted
             .iter()
             .copied()
@@ -125,6 +148,7 @@ pub fn install(opts: Options) -> Result<()> {
             Apt => install_apt(&missing),
             Pip => install_pip(&missing),
             Cargo => install_cargo(&missing),
+            Npm => install_npm(&missing),
         };
         for t in missing {
             if is_present(t) {
@@ -142,10 +166,10 @@ pub fn install(opts: Options) -> Result<()> {
                         t.package
                     )
                 } else {
-                    let kind = if source == Pip {
-                        "importable"
-                    } else {
-                        "on PATH"
+                    let kind = match source {
+                        Pip => "importable",
+                        Npm => "in node_modules",
+                        Apt | Cargo => "on PATH",
                     };
                     format!(
                         "{} ({}) was installed but {} still not {kind}",
@@ -197,6 +221,12 @@ fn provided(source: Source, what: &str) -> bool {
     match source {
         Apt | Cargo => proc::which(what).is_some(),
         Pip => proc::succeeds(Command::new("python3").args(["-c", &format!("import {what}")])),
+        Npm => crate::workspace::root()
+            .join(NPM_PREFIX)
+            .join("node_modules")
+            .join(what)
+            .join("package.json")
+            .is_file(),
     }
 }
 
@@ -348,6 +378,27 @@ fn install_cargo(missing: &[&Tool]) -> Vec<Problem> {
         }
     }
     problems
+}
+
+fn install_npm(missing: &[&Tool]) -> Vec<Problem> {
+    let packages: Vec<&'static str> = missing.iter().map(|t| t.package).collect();
+    let prefix = crate::workspace::root().join(NPM_PREFIX);
+    let mut cmd = Command::new("npm");
+    cmd.arg("install")
+        .arg("--prefix")
+        .arg(&prefix)
+        // No package.json / lock file in the repository: `npm_spec` sets the versions.
+        .args(["--no-save", "--no-package-lock", "--no-audit", "--no-fund"])
+        .args(packages.iter().map(|p| npm_spec(p)))
+        // playwright-core never fetches browsers, but make sure nothing in the tree does.
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
+    match proc::run(&mut cmd) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![Problem {
+            message: format!("installing npm packages {}: {e:#}", packages.join(", ")),
+            packages,
+        }],
+    }
 }
 
 /// Whether `package` is one of the tools in the table and present now.

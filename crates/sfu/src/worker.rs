@@ -356,16 +356,16 @@ impl Worker {
                 continue;
             };
             let bitrate = Bitrate::bps(p.max_bitrate);
-            let video: Vec<(Mid, Vec<Rid>)> = state
+            // On the best layer being sent (an announced layer may never get media).
+            let video: Vec<(Mid, Option<Rid>)> = state
                 .tracks
                 .iter()
                 .filter(|t| t.kind == MediaKind::Video)
-                .map(|t| (t.mid, t.rids.clone()))
+                .map(|t| (t.mid, t.choose_layer(None, now)))
                 .collect();
             let r = guarded(&mut p.rtc, |rtc| {
                 let mut api = rtc.direct_api();
-                for (mid, rids) in video {
-                    let rid = rids.last().copied();
+                for (mid, rid) in video {
                     if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
                         rx.request_remb(bitrate);
                     }

@@ -44,6 +44,7 @@ pub struct Client {
     keyframe: mpsc::UnboundedSender<()>,
     /// RTP datagrams from the SFU this client threw away on purpose (simulated loss).
     dropped: Arc<AtomicU64>,
+    layers: SentLayers,
 }
 
 impl Drop for Client {
@@ -58,6 +59,13 @@ impl Client {
     /// Make this (subscriber) client send a PLI on its video tracks.
     pub fn request_keyframe(&self) {
         let _ = self.keyframe.send(());
+    }
+
+    /// Make this (simulcast publisher) client send only these layers from now on.
+    pub fn send_layers(&self, layers: &'static [&'static str]) {
+        if let Ok(mut l) = self.layers.lock() {
+            *l = layers;
+        }
     }
 
     /// How many RTP datagrams the simulated loss dropped so far.
@@ -288,7 +296,7 @@ impl PendingPublisher {
                 audio: self.audio,
                 video: self.video,
                 simulcast: self.simulcast,
-                layers: self.sent_layers,
+                layers: Arc::new(std::sync::Mutex::new(self.sent_layers)),
                 drop_rtp_every: 0,
                 video_pts: Vec::new(),
             },
@@ -312,7 +320,7 @@ pub async fn subscriber_from_offer_lossy(sdp: &str, drop_rtp_every: u64) -> (Cli
             audio: None,
             video: None,
             simulcast: false,
-            layers: &[],
+            layers: Default::default(),
             drop_rtp_every,
             video_pts: video_pts(sdp),
         },
@@ -320,12 +328,14 @@ pub async fn subscriber_from_offer_lossy(sdp: &str, drop_rtp_every: u64) -> (Cli
     (client, answer.to_sdp_string())
 }
 
+type SentLayers = Arc<std::sync::Mutex<&'static [&'static str]>>;
+
 struct Sending {
     audio: Option<Mid>,
     video: Option<Mid>,
     simulcast: bool,
-    /// The simulcast layers sent.
-    layers: &'static [&'static str],
+    /// The simulcast layers sent (changed by [`Client::send_layers`]).
+    layers: SentLayers,
     drop_rtp_every: u64,
     /// Payload types of the video m-lines (codecs and their RTX).
     video_pts: Vec<u8>,
@@ -383,6 +393,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let (keyframe, keyframe_rx) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicU64::new(0));
+    let layers = sending.layers.clone();
     tokio::spawn(run(
         rtc,
         socket,
@@ -399,6 +410,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
         stop: Some(stop),
         keyframe,
         dropped,
+        layers,
     }
 }
 
@@ -511,7 +523,8 @@ async fn run(
                     Frequency::NINETY_KHZ,
                 );
                 if sending.simulcast {
-                    for layer in sending.layers {
+                    let layers = sending.layers.lock().map(|l| *l).unwrap_or_default();
+                    for layer in layers {
                         // Each layer on its own RTP timeline, as Chromium sends them.
                         let t =
                             MediaTime::new(t.numer() + layer_ts_base(layer), Frequency::NINETY_KHZ);

@@ -493,3 +493,21 @@ async fn rid_simulcast_with_a_paused_top_layer_forwards_the_best_one_sent() {
     let (pending, offer) = client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m"]).await;
     best_sent_layer_case(pending, offer).await;
 }
+
+/// The forwarded layer goes silent: the viewer moves down to the best layer still sent,
+/// on one RTP timeline, and back up once the better layer returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_layer_is_left_and_taken_again_when_it_returns() {
+    let (sfu, _events) = start().await;
+    let (pending, offer) =
+        client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m", "h"]).await;
+    let publisher = publish_offer(&sfu, pending, offer).await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_layer(&mut bob, b'h', "by default the high layer").await;
+    let (_, ts, at) = next_video(&mut bob).await;
+    let mut last = (ts, at);
+    publisher.send_layers(&["l", "m"]);
+    expect_continuous_switch_to(&mut bob, b'm', &mut last).await;
+    publisher.send_layers(&["l", "m", "h"]);
+    expect_continuous_switch_to(&mut bob, b'h', &mut last).await;
+}
