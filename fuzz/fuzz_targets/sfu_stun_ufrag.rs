@@ -11,10 +11,16 @@ fn check(data: &[u8]) {
         assert!(is_stun(data), "a ufrag from a non-STUN datagram");
         assert!(!ufrag.contains(':'), "the ufrag is the part before ':'");
         let at = (ufrag.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
-        assert!(at >= 20 && at + ufrag.len() <= data.len(), "the ufrag is inside the body");
+        assert!(
+            at >= 20 && at + ufrag.len() <= data.len(),
+            "the ufrag is inside the body"
+        );
     }
     if let Some(ssrc) = rtp_ssrc(data) {
-        assert!(!is_stun(data), "RTP and STUN are told apart by the first byte");
+        assert!(
+            !is_stun(data),
+            "RTP and STUN are told apart by the first byte"
+        );
         assert_eq!(data.get(8..12), Some(&ssrc.to_be_bytes()[..]));
     }
 }
