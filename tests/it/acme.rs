@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use hpb_test_support::free_port;
 use hpb_test_support::{FakeNextcloud, Hpb, free_config};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -24,18 +25,6 @@ fn tempdir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("hpb-acme-{}", hpb_test_support::random_string(10)));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
-}
-
-/// A port free for TCP (and UDP, for DNS) on 127.0.0.1 right now.
-fn free_port(udp_too: bool) -> u16 {
-    for _ in 0..50 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if !udp_too || std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
 }
 
 fn binary(name: &str) -> &'static str {
@@ -102,11 +91,11 @@ fn https_client(ca_pem: &[u8]) -> reqwest::Client {
 
 async fn start_pebble(dir: &Path, tls_port: u16) -> Pebble {
     let (listener_ca, cert, key) = listener_certs(dir);
-    let dns = free_port(true);
-    let dns_mgmt = free_port(false);
-    let acme = free_port(false);
-    let mgmt = free_port(false);
-    let http = free_port(false);
+    let dns = free_port();
+    let dns_mgmt = free_port();
+    let acme = free_port();
+    let mgmt = free_port();
+    let http = free_port();
     let dns_proc = Command::new(binary("challtestsrv"))
         .args([
             "-dns01",
@@ -302,7 +291,7 @@ fn cache_files(cache: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_from_pebble_serves_wss_renews_and_is_cached() {
     let dir = tempdir();
-    let port = free_port(false);
+    let port = free_port();
     let pebble = start_pebble(&dir, port).await;
     let nc = FakeNextcloud::start().await;
     let cache = dir.join("acme-cache");
@@ -377,7 +366,7 @@ async fn certificate_from_pebble_serves_wss_renews_and_is_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_directory_is_explained() {
     let dir = tempdir();
-    let port = free_port(false);
+    let port = free_port();
     let pebble = start_pebble(&dir, port).await;
     let nc = FakeNextcloud::start().await;
     let cache = dir.join("acme-cache");
@@ -401,9 +390,9 @@ async fn an_untrusted_directory_is_explained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_that_does_not_reach_hpb_is_explained() {
     let dir = tempdir();
-    let port = free_port(false);
+    let port = free_port();
     // pebble validates on a port where nothing listens: like port 443 not reaching hpb.
-    let pebble = start_pebble(&dir, free_port(false)).await;
+    let pebble = start_pebble(&dir, free_port()).await;
     let nc = FakeNextcloud::start().await;
     let cache = dir.join("acme-cache");
     let hpb = Hpb::start(&acme_config(&nc, port, &pebble, &cache)).await;

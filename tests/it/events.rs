@@ -1,5 +1,6 @@
 //! End-to-end: room, roomlist and participants events as Talk clients see them.
 
+use hpb_test_support::barrier::{settle, sync};
 use hpb_test_support::{
     DEFAULT_TIMEOUT, FakeNextcloud, HelloInfo, Hpb, INTERNAL_SECRET, Room, TestClient,
     default_permissions, error_code, free_config,
@@ -17,38 +18,6 @@ async fn connect_user(
     c.set_hello_features(features);
     let hello = c.hello_v1(&nc.backend_url(), user, &nc.ticket(user)).await;
     (c, hello)
-}
-
-/// Every frame the server queued for `c` before now (see `rooms.rs`): a message with a
-/// recipient type that does not exist is answered with `invalid_format` in order.
-async fn sync(c: &mut TestClient) -> Vec<Value> {
-    let id = c
-        .send_with_id(json!({"type": "message", "message": {"recipient": {"type": "sync-barrier"}, "data": {}}}))
-        .await;
-    let mut frames = Vec::new();
-    loop {
-        let frame = c
-            .recv(DEFAULT_TIMEOUT)
-            .await
-            .unwrap_or_else(|| panic!("no reply to the sync barrier; frames so far: {frames:?}"));
-        if frame["id"] == id.as_str() {
-            assert_eq!(error_code(&frame), "invalid_format", "{frame}");
-            return frames;
-        }
-        frames.push(frame);
-    }
-}
-
-/// Waits until everything the clients caused so far has been delivered and drops it: one
-/// barrier each makes sure the server finished their earlier requests (a join reply is
-/// sent before the join events), a second one collects what those requests sent.
-async fn settle(clients: &mut [&mut TestClient]) {
-    for c in clients.iter_mut() {
-        sync(c).await;
-    }
-    for c in clients.iter_mut() {
-        sync(c).await;
-    }
 }
 
 /// Posts a signed backend request like Talk's `BackendNotifier`; expects 200.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hpb_test_support::free_port;
 use hpb_test_support::{
     DEFAULT_TIMEOUT, FakeNextcloud, Hpb, TestClient, TokenOpts, error_code, free_config,
 };
@@ -308,12 +309,6 @@ async fn federation_hello_needs_the_federation_v2_capability() {
 }
 
 // ----- losing the link to the remote server -----
-
-/// A port that was free a moment ago (bound to 127.0.0.1:0 and released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// A TCP proxy between the local and the remote hpb that the test can cut: cutting
 /// closes every open connection and makes new ones close right after the accept (so

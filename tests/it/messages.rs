@@ -1,49 +1,11 @@
 //! End-to-end: message and control relay to session, user, room and call recipients.
 
+use hpb_test_support::barrier::{connect_user, settle, sync};
 use hpb_test_support::{
-    DEFAULT_TIMEOUT, FakeNextcloud, HelloInfo, Hpb, INTERNAL_SECRET, Room, TestClient,
-    default_permissions, error_code, free_config, free_config_multi,
+    FakeNextcloud, HelloInfo, Hpb, INTERNAL_SECRET, Room, TestClient, default_permissions,
+    free_config, free_config_multi,
 };
 use serde_json::{Value, json};
-
-/// Connects and says hello v1 as `user`.
-async fn connect_user(hpb: &Hpb, nc: &FakeNextcloud, user: &str) -> (TestClient, HelloInfo) {
-    let mut c = TestClient::connect(hpb.addr()).await;
-    let hello = c.hello_v1(&nc.backend_url(), user, &nc.ticket(user)).await;
-    (c, hello)
-}
-
-/// Every frame the server queued for `c` before now (see `rooms.rs`): a message with a
-/// recipient type that does not exist is answered with `invalid_format` in order.
-async fn sync(c: &mut TestClient) -> Vec<Value> {
-    let id = c
-        .send_with_id(json!({"type": "message", "message": {"recipient": {"type": "sync-barrier"}, "data": {}}}))
-        .await;
-    let mut frames = Vec::new();
-    loop {
-        let frame = c
-            .recv(DEFAULT_TIMEOUT)
-            .await
-            .unwrap_or_else(|| panic!("no reply to the sync barrier; frames so far: {frames:?}"));
-        if frame["id"] == id.as_str() {
-            assert_eq!(error_code(&frame), "invalid_format", "{frame}");
-            return frames;
-        }
-        frames.push(frame);
-    }
-}
-
-/// Waits until everything the clients caused so far has been delivered and drops it: one
-/// barrier each makes sure the server finished their earlier requests (a join reply is
-/// sent before the join events), a second one collects what those requests sent.
-async fn settle(clients: &mut [&mut TestClient]) {
-    for c in clients.iter_mut() {
-        sync(c).await;
-    }
-    for c in clients.iter_mut() {
-        sync(c).await;
-    }
-}
 
 fn message(kind: &str, from: &HelloInfo, data: Value) -> Value {
     json!({"type": "message", "message": {

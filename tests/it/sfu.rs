@@ -6,6 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use hpb_test_support::free_port;
 use hpb_test_support::{FakeNextcloud, Hpb, free_config};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -131,16 +132,6 @@ async fn a_call_through_the_sfu_with_one_publisher_and_two_subscribers() {
             sub["datachannel_messages"].as_u64().unwrap_or(0) > 0,
             "the publisher's data channel messages reach the subscriber: {sub}"
         );
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

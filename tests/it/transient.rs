@@ -2,38 +2,12 @@
 
 use std::time::Duration;
 
+use hpb_test_support::barrier::{connect_user, sync};
 use hpb_test_support::{
     DEFAULT_TIMEOUT, FakeNextcloud, HelloInfo, Hpb, Room, TestClient, default_permissions,
-    error_code, free_config,
+    free_config,
 };
 use serde_json::{Value, json};
-
-/// Connects and says hello v1 as `user`.
-async fn connect_user(hpb: &Hpb, nc: &FakeNextcloud, user: &str) -> (TestClient, HelloInfo) {
-    let mut c = TestClient::connect(hpb.addr()).await;
-    let hello = c.hello_v1(&nc.backend_url(), user, &nc.ticket(user)).await;
-    (c, hello)
-}
-
-/// Every frame the server queued for `c` before now (see `rooms.rs`): a message with a
-/// recipient type that does not exist is answered with `invalid_format` in order.
-async fn sync(c: &mut TestClient) -> Vec<Value> {
-    let id = c
-        .send_with_id(json!({"type": "message", "message": {"recipient": {"type": "sync-barrier"}, "data": {}}}))
-        .await;
-    let mut frames = Vec::new();
-    loop {
-        let frame = c
-            .recv(DEFAULT_TIMEOUT)
-            .await
-            .unwrap_or_else(|| panic!("no reply to the sync barrier; frames so far: {frames:?}"));
-        if frame["id"] == id.as_str() {
-            assert_eq!(error_code(&frame), "invalid_format", "{frame}");
-            return frames;
-        }
-        frames.push(frame);
-    }
-}
 
 fn transient(body: Value) -> Value {
     json!({"type": "transient", "transient": body})

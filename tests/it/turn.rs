@@ -1,20 +1,10 @@
 //! End-to-end: the built-in TURN server of the hpb binary, configured as an admin would, used
 //! by coturn's own client; credentials from `/turn/credentials` and from the AIO variables.
 
+use hpb_test_support::free_port;
 use hpb_test_support::turnutils::uclient;
 use hpb_test_support::{FakeNextcloud, Hpb, free_config};
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    // UDP and TCP both free on the same number.
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// The `turn: udp+tcp ADDR` line hpb prints at start.
 fn turn_port(hpb: &Hpb) -> u16 {

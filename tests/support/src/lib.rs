@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod barrier;
 pub mod fake_nextcloud;
 pub mod hpb_process;
 pub mod turnutils;
@@ -42,6 +43,17 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::Sha256;
+
+/// A port free on 127.0.0.1 for both UDP and TCP (TURN listens on both with one number).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+        let port = udp.local_addr().expect("bound address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 /// Lowercase hex of HMAC-SHA256(key, message): the checksum of the backend API and the
 /// token of an internal client's hello.
