@@ -135,10 +135,34 @@ fn driver() -> String {
 /// limit on legacy simulcast layers for small frames on (it sends two of the three layers
 /// announced at 640x360), as for Talk users; off, all three are sent.
 async fn call_in_chromium(simulcast: &str, layer_limit: bool) -> Value {
+    call_with(simulcast, layer_limit, false).await
+}
+
+/// `ice_tcp`: hpb also has its public TLS port (a self-signed certificate), which the SFU
+/// announces as its passive ICE-TCP candidate, and the pages use only TCP candidates.
+async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool) -> Value {
     let nc = FakeNextcloud::start().await;
     nc.add_public_room("call");
-    let hpb = Hpb::start(&free_config(&nc, "[sfu]\nlisten = \"127.0.0.1:0\"\n")).await;
+    let dir = std::env::temp_dir().join(format!(
+        "hpb-browser-{}",
+        hpb_test_support::random_string(10)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut extra = String::from("[sfu]\nlisten = \"127.0.0.1:0\"\n");
+    if ice_tcp {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, c.cert.pem()).expect("write cert");
+        std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
+        extra.push_str(&format!(
+            "[https]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    let hpb = Hpb::start(&free_config(&nc, &extra)).await;
     let config = json!({
+        "iceTcp": ice_tcp,
         "ws": hpb.ws_url(),
         "backend": nc.backend_url(),
         "room": "call",
@@ -200,7 +224,8 @@ async fn call_in_chromium(simulcast: &str, layer_limit: bool) -> Value {
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     let out: Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("result line {line:?}: {e}"));
-    let result = out["result"].clone();
+    let mut result = out["result"].clone();
+    result["hpbStdout"] = json!(hpb.stdout());
     if std::env::var_os("HPB_E2E_BROWSER_LOGS").is_some() {
         eprintln!("hpb:\n{}\nresult: {result}", hpb.logs());
     }
@@ -376,4 +401,34 @@ async fn exclusive_chromium_legacy_sim_simulcast_with_select_stream() {
         "sim",
     )
     .await;
+}
+
+/// A client whose firewall lets only TCP out: the same call (rid simulcast, layer
+/// switches, data channel), with both pages connected to the SFU over ICE-TCP (RFC 6544,
+/// RFC 4571 framing) on hpb's shared public TLS port, the one that also serves HTTPS, WSS
+/// and TURN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_chromium_over_ice_tcp_on_the_shared_port() {
+    let name = "exclusive_chromium_over_ice_tcp_on_the_shared_port";
+    let only_loopback = match place(&format!("browser::{name}")).await {
+        Place::Done => return,
+        Place::OwnNetns => true,
+        Place::Machine => false,
+    };
+    let r = call_with("rid", false, true).await;
+    check(&r, only_loopback);
+    let public = r["hpbStdout"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("listening: https://"))
+        .map(|a| a.trim().to_owned())
+        .unwrap_or_else(|| panic!("no https listener: {r:#}"));
+    for page in ["publisher", "subscriber"] {
+        let remote = r[page]["pair"]["remote"].as_str().unwrap_or_default();
+        assert!(
+            remote.starts_with(&format!("{public} tcp")),
+            "{page} is connected to the shared port {public} over TCP, not {remote}: {r:#}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ mod public_port;
 mod sd_notify;
 mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -80,18 +80,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     let signals = lifecycle::Signals::install()?;
     let life = lifecycle::Lifecycle::new();
+    // The public TLS port is bound first: the SFU announces it as its ICE-TCP candidate.
+    let mut public = match &loaded.https {
+        Some(h) => Some(tokio::net::TcpListener::bind(h.listen).await.with_context(|| {
+            format!(
+                "could not listen on {} ([https] listen; in use by another program, or port 443 without the capability to bind it?)",
+                h.listen
+            )
+        })?),
+        None => None,
+    };
+    let public_addr = match &public {
+        Some(l) => Some(l.local_addr().context("listener has no address")?),
+        None => None,
+    };
     // The built-in SFU, when [sfu] listen is set; signaling talks to it through its MCU port.
     let sfu = match &loaded.sfu {
         Some(cfg) => {
             let sfu_cfg = hpb_sfu::SfuConfig {
                 listen: cfg.listen,
                 external_ip: cfg.external_ip,
+                listen_v6: cfg.listen_v6,
+                external_ip_v6: cfg.external_ip_v6,
+                tcp_listen: cfg.tcp_listen,
+                public_tcp: public_addr,
                 ..hpb_sfu::SfuConfig::default()
             };
-            let (sfu, events) = hpb_sfu::Sfu::start(sfu_cfg)
-                .await
-                .context("the built-in SFU could not start ([sfu] listen)")?;
+            let (sfu, events) = hpb_sfu::Sfu::start(sfu_cfg).await.context(
+                "the built-in SFU could not start ([sfu] listen, listen_v6, tcp_listen)",
+            )?;
             println!("sfu: udp {}", sfu.local_addr());
+            if let Some(a) = sfu.tcp_addr() {
+                println!("sfu: ice-tcp {a}");
+            }
+            if let Some(a) = public_addr {
+                println!("sfu: ice-tcp on the public port {a}");
+            }
             Some((Arc::new(sfu), events))
         }
         None => None,
@@ -123,23 +147,30 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     // Kept alive for the life of the process; its listeners run on their own threads.
     let _turn = match loaded.turn {
         Some(mut t) => {
-            // Relaying to our own SFU is always allowed (its media port is this machine).
+            // Relaying to our own SFU is always allowed (its media ports are this machine).
             if let Some(s) = &sfu {
-                let port = s.local_addr().port();
-                t.config.sfu_addrs.push(s.local_addr());
-                if s.local_addr().ip().is_unspecified() {
-                    // The SFU then announces loopback (or external_ip, below).
+                let cfg = loaded.sfu.as_ref();
+                let sockets = [
+                    Some((s.local_addr(), cfg.and_then(|c| c.external_ip))),
+                    s.local_addr_v6()
+                        .map(|a| (a, cfg.and_then(|c| c.external_ip_v6))),
+                ];
+                for (bound, external) in sockets.into_iter().flatten() {
+                    let port = bound.port();
+                    t.config.sfu_addrs.push(bound);
+                    if bound.ip().is_unspecified() {
+                        // The SFU then announces loopback (or the external IP, below).
+                        let lo: IpAddr = if bound.is_ipv4() {
+                            Ipv4Addr::LOCALHOST.into()
+                        } else {
+                            Ipv6Addr::LOCALHOST.into()
+                        };
+                        t.config.sfu_addrs.push(SocketAddr::new(lo, port));
+                    }
                     t.config
                         .sfu_addrs
-                        .push(SocketAddr::from(([127, 0, 0, 1], port)));
+                        .extend(external.map(|ip| SocketAddr::new(ip, port)));
                 }
-                t.config.sfu_addrs.extend(
-                    loaded
-                        .sfu
-                        .as_ref()
-                        .and_then(|c| c.external_ip)
-                        .map(|ip| SocketAddr::new(ip, port)),
-                );
             }
             let server = hpb_turn::TurnServer::start(t.config)
                 .await
@@ -186,13 +217,9 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
                 (tls::acme_server_config(acme.resolver()), Some(acme))
             }
         };
-        let public = tokio::net::TcpListener::bind(h.listen).await.with_context(|| {
-            format!(
-                "could not listen on {} ([https] listen; in use by another program, or port 443 without the capability to bind it?)",
-                h.listen
-            )
-        })?;
-        let bound = public.local_addr().context("listener has no address")?;
+        let (Some(public), Some(bound)) = (public.take(), public_addr) else {
+            anyhow::bail!("the [https] listener was not bound");
+        };
         println!("listening: https://{bound}");
         if let Some(acme) = acme {
             acme.spawn();
@@ -203,6 +230,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
                 router: app.clone(),
                 tls: tls_config,
                 turn: _turn.as_ref().map(|t| t.server.clone()),
+                sfu: sfu.clone(),
             },
         )));
     }

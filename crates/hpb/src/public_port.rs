@@ -2,7 +2,8 @@
 //! bytes. A TLS ClientHello is TLS: after the handshake ALPN `stun.turn` or a STUN message
 //! means TURN over TLS, ALPN `acme-tls/1` is an ACME validation (closed after the handshake),
 //! anything else is HTTPS and WSS signaling. A STUN message in the clear
-//! is TURN over TCP. Plain HTTP gets a short answer saying to use https. Anything else, and a
+//! is TURN over TCP; a STUN message behind a 16-bit length (RFC 4571 framing) is ICE-TCP,
+//! handed to the built-in SFU. Plain HTTP gets a short answer saying to use https. Anything else, and a
 //! connection that says nothing in time (slow-loris), is closed without affecting the others.
 
 use std::io;
@@ -67,22 +68,67 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
-/// What a connection's first byte says it is.
+/// What a connection's first bytes say it is.
 #[derive(Debug, PartialEq, Eq)]
 enum Kind {
     Tls,
     Turn,
+    IceTcp,
     Http,
     Garbage,
 }
 
+const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+
+/// How many first bytes tell STUN (cookie at 4..8) from framed STUN (cookie at 6..10).
+const STUN_PEEK: usize = 10;
+
 fn classify(first: u8) -> Kind {
     match first {
         0x16 => Kind::Tls,
-        // A STUN request (Binding, Allocate) is what a TURN client sends first.
+        // A STUN request (Binding, Allocate) is what a TURN client sends first; an RFC 4571
+        // frame of one starts with its length, whose high byte is 0 too (see `classify_stun`).
         0x00 | 0x01 => Kind::Turn,
         b'A'..=b'Z' => Kind::Http,
         _ => Kind::Garbage,
+    }
+}
+
+/// TURN over TCP (a STUN message) or ICE-TCP (a length, then a STUN message), from the
+/// first [`STUN_PEEK`] bytes; anything else is garbage.
+fn classify_stun(head: &[u8]) -> Kind {
+    let stun_at = |i: usize| {
+        head.get(i).is_some_and(|b| *b < 4) && head.get(i + 4..i + 8) == Some(&MAGIC_COOKIE)
+    };
+    if stun_at(0) {
+        Kind::Turn
+    } else if stun_at(2) {
+        Kind::IceTcp
+    } else {
+        Kind::Garbage
+    }
+}
+
+/// Peek until `STUN_PEEK` bytes are there (a STUN message is at least 20 and comes in one
+/// segment, so this rarely waits), or what came when the client stops sending.
+async fn peek_head(tcp: &TcpStream) -> Option<Vec<u8>> {
+    let mut head = [0u8; STUN_PEEK];
+    let deadline = tokio::time::Instant::now() + FIRST_BYTES;
+    loop {
+        let n = tokio::time::timeout_at(deadline, tcp.peek(&mut head))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n >= STUN_PEEK {
+            return Some(head.to_vec());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -92,6 +138,8 @@ pub struct Services {
     pub router: Router,
     pub tls: Arc<rustls::ServerConfig>,
     pub turn: Option<Arc<hpb_turn::server::Server>>,
+    /// The built-in SFU, which takes ICE-TCP connections.
+    pub sfu: Option<Arc<hpb_sfu::Sfu>>,
 }
 
 async fn serve_http<S>(services: &Services, io: S, peer: SocketAddr)
@@ -113,10 +161,16 @@ where
 
 async fn handle(services: Services, tcp: TcpStream, peer: SocketAddr) {
     let mut first = [0u8; 1];
-    let kind = match tokio::time::timeout(FIRST_BYTES, tcp.peek(&mut first)).await {
+    let mut kind = match tokio::time::timeout(FIRST_BYTES, tcp.peek(&mut first)).await {
         Ok(Ok(1)) => classify(first[0]),
         _ => return,
     };
+    if kind == Kind::Turn {
+        kind = match peek_head(&tcp).await {
+            Some(head) => classify_stun(&head),
+            None => return,
+        };
+    }
     match kind {
         Kind::Tls => {
             let acceptor = tokio_rustls::TlsAcceptor::from(services.tls.clone());
@@ -175,6 +229,12 @@ async fn handle(services: Services, tcp: TcpStream, peer: SocketAddr) {
                 tracing::debug!(remote = %peer, "TURN over TCP on the public port, but the TURN server is off")
             }
         },
+        Kind::IceTcp => match &services.sfu {
+            Some(sfu) => sfu.accept_tcp(tcp),
+            None => {
+                tracing::debug!(remote = %peer, "ICE-TCP on the public port, but the SFU is off ([sfu] listen)")
+            }
+        },
         Kind::Http => {
             let mut tcp = tcp;
             let body = "this port speaks TLS: use https:// (and wss:// for signaling)\n";
@@ -186,7 +246,7 @@ async fn handle(services: Services, tcp: TcpStream, peer: SocketAddr) {
             let _ = tcp.shutdown().await;
         }
         Kind::Garbage => {
-            tracing::debug!(remote = %peer, first = first[0], "closing a connection that is neither TLS, STUN nor HTTP");
+            tracing::debug!(remote = %peer, first = first[0], "closing a connection that is neither TLS, STUN, ICE-TCP nor HTTP");
         }
     }
 }
@@ -220,5 +280,20 @@ mod tests {
         assert_eq!(classify(b'P'), Kind::Http);
         assert_eq!(classify(0xff), Kind::Garbage);
         assert_eq!(classify(b'\r'), Kind::Garbage);
+    }
+
+    #[test]
+    fn stun_and_framed_stun() {
+        // An Allocate request in the clear: TURN over TCP.
+        let turn = [0x00, 0x03, 0x00, 0x24, 0x21, 0x12, 0xa4, 0x42, 1, 2];
+        assert_eq!(classify_stun(&turn), Kind::Turn);
+        // A Binding request behind its RFC 4571 length (0x0064): ICE-TCP.
+        let ice = [0x00, 0x64, 0x00, 0x01, 0x00, 0x50, 0x21, 0x12, 0xa4, 0x42];
+        assert_eq!(classify_stun(&ice), Kind::IceTcp);
+        // A long one (length 0x01xx) too.
+        let ice = [0x01, 0x04, 0x00, 0x01, 0x00, 0xf0, 0x21, 0x12, 0xa4, 0x42];
+        assert_eq!(classify_stun(&ice), Kind::IceTcp);
+        assert_eq!(classify_stun(&[0x00; 10]), Kind::Garbage);
+        assert_eq!(classify_stun(&[0x00, 0x01]), Kind::Garbage);
     }
 }

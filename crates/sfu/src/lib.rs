@@ -1,5 +1,6 @@
 //! The built-in SFU that replaces Janus: one UDP port for all peers (demultiplexed by ICE
-//! ufrag, then by 5-tuple), ICE-lite, the SFU as DTLS server, str0m state machines driven by
+//! ufrag, then by 5-tuple; a second one for IPv6), ICE-TCP on its own listener or on the
+//! shared public port (RFC 6544 passive, RFC 4571 framing), ICE-lite, the SFU as DTLS server, str0m state machines driven by
 //! one worker thread, publisher → subscriber forwarding of media and data channels.
 //!
 //! The signaling side talks to it only with [`McuCommand`]s ([`Sfu::request`]) and reads
@@ -37,6 +38,7 @@
 //!   offer outstanding, so a corrected answer still works.
 
 mod metrics;
+mod net;
 mod peer;
 mod recovery;
 mod sdp;
@@ -75,6 +77,16 @@ pub struct SfuConfig {
     /// The address announced in candidates when the host is behind 1:1 NAT; without it the
     /// listen IP is announced (an unspecified listen IP is then replaced by 127.0.0.1).
     pub external_ip: Option<IpAddr>,
+    /// A second UDP socket for IPv6 media (e.g. `[::]:3478`), with its own host candidate.
+    pub listen_v6: Option<SocketAddr>,
+    /// The IPv6 address announced for `listen_v6` behind NAT (or a fixed public address).
+    pub external_ip_v6: Option<IpAddr>,
+    /// The SFU's own ICE-TCP listener (RFC 6544 passive candidate, RFC 4571 framing).
+    pub tcp_listen: Option<SocketAddr>,
+    /// The shared public TCP port whose ICE-TCP connections are handed over with
+    /// [`Sfu::accept_tcp`]; announced as a passive TCP candidate (IP replaced by
+    /// `external_ip` when set).
+    pub public_tcp: Option<SocketAddr>,
     /// How long a Subscribe waits for its publisher to appear (Janus: 10 s).
     pub publisher_wait: Duration,
     /// A peer that has not connected, or has sent nothing, for this long is closed.
@@ -88,6 +100,10 @@ impl Default for SfuConfig {
         SfuConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             external_ip: None,
+            listen_v6: None,
+            external_ip_v6: None,
+            tcp_listen: None,
+            public_tcp: None,
             publisher_wait: Duration::from_secs(10),
             ice_timeout: Duration::from_secs(30),
             keyframe_interval: Duration::from_millis(500),
@@ -98,7 +114,7 @@ impl Default for SfuConfig {
 /// Why the SFU could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot bind the SFU's UDP socket on {addr}: {source}")]
+    #[error("cannot bind the SFU's socket on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -112,53 +128,84 @@ pub enum StartError {
 /// A running SFU; dropping it stops the worker and closes every peer.
 pub struct Sfu {
     requests: mpsc::UnboundedSender<Request>,
+    tcp_handoff: mpsc::UnboundedSender<std::net::TcpStream>,
     local_addr: SocketAddr,
+    local_addr_v6: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
 }
 
 impl Sfu {
-    /// Bind the socket, start the worker and return the SFU with its event stream.
+    /// Bind the sockets, start the worker and return the SFU with its event stream.
     pub async fn start(
         cfg: SfuConfig,
     ) -> Result<(Sfu, mpsc::UnboundedReceiver<McuEvent>), StartError> {
-        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(|source| StartError::Bind {
+        let udp = |addr: SocketAddr| {
+            let bind = || {
+                let s = std::net::UdpSocket::bind(addr)?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            };
+            bind().map_err(|source| StartError::Bind { addr, source })
+        };
+        let udp4 = udp(cfg.listen)?;
+        let local_addr = udp4.local_addr().map_err(|source| StartError::Bind {
             addr: cfg.listen,
             source,
         })?;
-        let local_addr = socket.local_addr().map_err(|source| StartError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|source| StartError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let udp6 = cfg.listen_v6.map(udp).transpose()?;
+        let local_addr_v6 = udp6.as_ref().and_then(|s| s.local_addr().ok());
+        let tcp = cfg
+            .tcp_listen
+            .map(|addr| {
+                let bind = || {
+                    let l = std::net::TcpListener::bind(addr)?;
+                    l.set_nonblocking(true)?;
+                    Ok(l)
+                };
+                bind().map_err(|source| StartError::Bind { addr, source })
+            })
+            .transpose()?;
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let (tcp_handoff, handoff) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
-        let worker = Worker::new(
-            cfg,
-            socket,
-            local_addr,
-            events_tx,
-            requests_rx,
-            metrics.clone(),
-        )?;
+        let sockets = worker::Sockets {
+            udp4,
+            udp6,
+            tcp,
+            handoff,
+        };
+        let worker = Worker::new(cfg, sockets, events_tx, requests_rx, metrics.clone())?;
         std::thread::Builder::new()
             .name("hpb-sfu".into())
             .spawn(move || worker.run())
             .map_err(StartError::Thread)?;
-        tracing::info!(%local_addr, "SFU listening");
+        tracing::info!(%local_addr, tcp = ?tcp_addr, "SFU listening");
         Ok((
             Sfu {
                 requests,
+                tcp_handoff,
                 local_addr,
+                local_addr_v6,
+                tcp_addr,
                 metrics,
             },
             events_rx,
         ))
+    }
+
+    /// Give the SFU an ICE-TCP connection that arrived on the shared public port (the
+    /// caller has seen RFC 4571 framing around a STUN message in its first bytes, without
+    /// consuming them). Ignored when `public_tcp` is not configured.
+    pub fn accept_tcp(&self, stream: tokio::net::TcpStream) {
+        match stream.into_std() {
+            Ok(s) => {
+                let _ = self.tcp_handoff.send(s);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot hand an ICE-TCP connection to the SFU"),
+        }
     }
 
     /// Run one command; concurrent calls are fine.
@@ -188,6 +235,16 @@ impl Sfu {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound IPv6 UDP address, when `listen_v6` is set.
+    pub fn local_addr_v6(&self) -> Option<SocketAddr> {
+        self.local_addr_v6
+    }
+
+    /// The bound address of the SFU's own ICE-TCP listener, when it has one.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// Prometheus text exposition of the `hpb_sfu_*` metrics.

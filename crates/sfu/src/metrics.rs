@@ -13,6 +13,7 @@ pub(crate) struct Metrics {
     pub udp_tx_packets: AtomicU64,
     pub udp_tx_bytes: AtomicU64,
     pub udp_ignored_packets: AtomicU64,
+    pub tcp_rx_frames: AtomicU64,
     pub media_forwarded: AtomicU64,
     pub channel_messages_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
@@ -52,7 +53,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -75,8 +76,13 @@ impl Metrics {
             ),
             (
                 "hpb_sfu_udp_ignored_packets_total",
-                "UDP datagrams no peer accepted (unknown sender, not STUN for a known ufrag).",
+                "Packets (UDP or ICE-TCP) no peer accepted (unknown sender, not STUN for a known ufrag).",
                 &self.udp_ignored_packets,
+            ),
+            (
+                "hpb_sfu_tcp_received_frames_total",
+                "ICE-TCP frames (RFC 4571) received.",
+                &self.tcp_rx_frames,
             ),
             (
                 "hpb_sfu_media_forwarded_total",

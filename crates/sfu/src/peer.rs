@@ -12,9 +12,9 @@ use str0m::channel::{ChannelData, ChannelId};
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid, Rid};
 use str0m::{Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 
 use crate::metrics::{Metrics, inc};
+use crate::net::Net;
 use crate::recovery::{NackTally, rtp_ssrc};
 
 pub(crate) type PeerId = u64;
@@ -276,7 +276,7 @@ impl Peer {
     /// Drain str0m's output: send datagrams, collect events, remember the next timeout.
     pub fn poll(
         &mut self,
-        socket: &UdpSocket,
+        net: &Net,
         metrics: &Metrics,
         events: &mut Vec<(PeerId, Ev)>,
     ) -> Result<(), PeerFailure> {
@@ -291,7 +291,7 @@ impl Peer {
                     return Ok(());
                 }
                 Output::Transmit(t) => {
-                    match socket.try_send_to(&t.contents, t.destination) {
+                    match net.send(&t) {
                         Ok(n) => {
                             inc(&metrics.udp_tx_packets, 1);
                             inc(&metrics.udp_tx_bytes, n as u64);
@@ -302,7 +302,7 @@ impl Peer {
                                 inc(&metrics.retransmitted_packets, 1);
                             }
                         }
-                        // UDP: a full socket buffer drops the datagram, as the network would.
+                        // A full socket buffer or TCP queue drops the packet, as the network would.
                         Err(e) => tracing::debug!(peer = self.id, error = %e, "send failed"),
                     }
                 }

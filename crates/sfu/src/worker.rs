@@ -17,13 +17,14 @@ use str0m::bwe::Bitrate;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::CodecConfig;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, IceCreds, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::metrics::{Metrics, gauge, inc};
+use crate::net::{Net, TcpIn};
 use crate::peer::{
     Ev, Peer, PeerFailure, PeerId, PublisherState, Role, SubscriberState, TrackIn, TrackOut,
     guarded,
@@ -85,9 +86,14 @@ type SubKey = (String, String, StreamType);
 
 pub(crate) struct Worker {
     cfg: SfuConfig,
-    std_socket: Option<std::net::UdpSocket>,
-    /// The address in our host candidate; also what str0m is told datagrams arrived at.
+    sockets: Option<Sockets>,
+    /// Our UDP candidate addresses (IPv4, and IPv6 when listening there).
     candidate_addr: SocketAddr,
+    candidate_addr6: Option<SocketAddr>,
+    /// Our passive ICE-TCP candidates: the SFU's own TCP listener, and the shared public port
+    /// whose connections arrive through [`crate::Sfu::accept_tcp`].
+    tcp_candidate: Option<SocketAddr>,
+    public_tcp_candidate: Option<SocketAddr>,
     events: mpsc::UnboundedSender<McuEvent>,
     requests: mpsc::UnboundedReceiver<Request>,
     metrics: Arc<Metrics>,
@@ -106,11 +112,40 @@ pub(crate) struct Worker {
     closing: Vec<Closing>,
 }
 
+/// The bound sockets, moved into the worker's runtime when it starts.
+pub(crate) struct Sockets {
+    pub udp4: std::net::UdpSocket,
+    pub udp6: Option<std::net::UdpSocket>,
+    pub tcp: Option<std::net::TcpListener>,
+    /// Connections from the shared public port (already told apart as ICE-TCP).
+    pub handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+}
+
+/// The address announced for a socket bound to `bound`: the external IP when set (for its
+/// family), else the bound IP; an unspecified bound IP becomes loopback, with a warning.
+fn announced(bound: SocketAddr, external: Option<IpAddr>, what: &str) -> SocketAddr {
+    let ip = match (external, bound.ip()) {
+        (Some(ip), b) if ip.is_ipv4() == b.is_ipv4() => ip,
+        (_, ip) if ip.is_unspecified() => {
+            warn!(
+                "SFU {what} listens on {bound} without an external IP: announcing loopback, \
+                 set the external IP so remote clients can reach the SFU"
+            );
+            if ip.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+        }
+        (_, ip) => ip,
+    };
+    SocketAddr::new(ip, bound.port())
+}
+
 impl Worker {
     pub fn new(
         cfg: SfuConfig,
-        socket: std::net::UdpSocket,
-        local_addr: SocketAddr,
+        sockets: Sockets,
         events: mpsc::UnboundedSender<McuEvent>,
         requests: mpsc::UnboundedReceiver<Request>,
         metrics: Arc<Metrics>,
@@ -120,21 +155,40 @@ impl Worker {
             .dtls_provider
             .generate_certificate()
             .ok_or(StartError::Certificate)?;
-        let ip = match (cfg.external_ip, local_addr.ip()) {
-            (Some(ip), _) => ip,
-            (None, ip) if ip.is_unspecified() => {
-                warn!(
-                    "SFU listens on {local_addr} without an external IP: announcing 127.0.0.1, \
-                     set the external IP so remote clients can reach the SFU"
-                );
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            }
-            (None, ip) => ip,
+        let bound = |r: std::io::Result<SocketAddr>, addr: SocketAddr| {
+            r.map_err(|source| StartError::Bind { addr, source })
         };
+        let candidate_addr = announced(
+            bound(sockets.udp4.local_addr(), cfg.listen)?,
+            cfg.external_ip,
+            "UDP",
+        );
+        let candidate_addr6 = match (&sockets.udp6, cfg.listen_v6) {
+            (Some(s), Some(l)) => Some(announced(
+                bound(s.local_addr(), l)?,
+                cfg.external_ip_v6,
+                "UDP",
+            )),
+            _ => None,
+        };
+        let tcp_candidate = match (&sockets.tcp, cfg.tcp_listen) {
+            (Some(s), Some(l)) => Some(announced(
+                bound(s.local_addr(), l)?,
+                cfg.external_ip,
+                "ICE-TCP",
+            )),
+            _ => None,
+        };
+        let public_tcp_candidate = cfg
+            .public_tcp
+            .map(|a| announced(a, cfg.external_ip, "public TCP port"));
         Ok(Worker {
             cfg,
-            std_socket: Some(socket),
-            candidate_addr: SocketAddr::new(ip, local_addr.port()),
+            sockets: Some(sockets),
+            candidate_addr,
+            candidate_addr6,
+            tcp_candidate,
+            public_tcp_candidate,
             events,
             requests,
             metrics,
@@ -152,7 +206,7 @@ impl Worker {
         })
     }
 
-    /// The thread body: build a runtime for the socket and loop until the Sfu is dropped.
+    /// The thread body: build a runtime for the sockets and loop until the Sfu is dropped.
     pub fn run(mut self) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -165,63 +219,144 @@ impl Worker {
             }
         };
         rt.block_on(async move {
-            let Some(std_socket) = self.std_socket.take() else {
+            let Some(sockets) = self.sockets.take() else {
                 return;
             };
-            let socket = match UdpSocket::from_std(std_socket) {
+            let registered = (|| {
+                let udp4 = UdpSocket::from_std(sockets.udp4)?;
+                let udp6 = match sockets.udp6 {
+                    Some(s) => Some(UdpSocket::from_std(s)?),
+                    None => None,
+                };
+                let tcp = match sockets.tcp {
+                    Some(l) => Some(TcpListener::from_std(l)?),
+                    None => None,
+                };
+                std::io::Result::Ok((udp4, udp6, tcp))
+            })();
+            let (udp4, udp6, tcp) = match registered {
                 Ok(s) => s,
                 Err(e) => {
-                    warn!(error = %e, "SFU worker cannot register its socket");
+                    warn!(error = %e, "SFU worker cannot register its sockets");
                     return;
                 }
             };
-            self.event_loop(&socket).await;
+            let udp6 = udp6.zip(self.candidate_addr6);
+            let (mut net, tcp_in) = Net::new(udp4, self.candidate_addr, udp6);
+            self.event_loop(&mut net, tcp.as_ref(), sockets.handoff, tcp_in)
+                .await;
             let ids: Vec<PeerId> = self.peers.keys().copied().collect();
             for id in ids {
                 self.close_peer(id, "the SFU stopped", false);
             }
-            self.drain_closing(Instant::now(), &socket);
+            self.drain_closing(Instant::now(), &net);
         });
     }
 
-    async fn event_loop(&mut self, socket: &UdpSocket) {
+    async fn event_loop(
+        &mut self,
+        net: &mut Net,
+        listener: Option<&TcpListener>,
+        mut handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+        mut tcp_in: mpsc::Receiver<TcpIn>,
+    ) {
         let mut buf = vec![0u8; 2048];
+        let mut handoff_open = true;
         loop {
             let deadline = self.next_deadline();
+            let udp6 = net.udp6.as_ref().map(|(s, _)| s);
             tokio::select! {
                 req = self.requests.recv() => match req {
                     None => return,
-                    Some(req) => self.on_request(req, socket),
+                    Some(req) => self.on_request(req, net),
                 },
-                r = socket.readable() => {
+                r = net.udp4.readable() => {
                     if let Err(e) = r {
                         warn!(error = %e, "SFU socket failed");
                         return;
                     }
-                    for _ in 0..RECV_BATCH {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((n, src)) => {
-                                let data = buf.get(..n).unwrap_or_default();
-                                self.on_datagram(data, src, socket);
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            // e.g. ICMP port unreachable reported on the next read.
-                            Err(e) => {
-                                debug!(error = %e, "SFU recv error");
-                                break;
-                            }
-                        }
+                    self.read_udp(&mut buf, net, false);
+                }
+                r = async { udp6?.readable().await.ok() }, if udp6.is_some() => {
+                    if r.is_some() {
+                        self.read_udp(&mut buf, net, true);
                     }
                 }
+                a = async { listener?.accept().await.ok() }, if listener.is_some() => {
+                    if let (Some((stream, _)), Some(local)) = (a, self.tcp_candidate) {
+                        net.add_tcp(stream, local);
+                    }
+                }
+                s = handoff.recv(), if handoff_open => match s {
+                    None => handoff_open = false,
+                    Some(s) => self.on_handoff(s, net),
+                },
+                Some(m) = tcp_in.recv() => self.on_tcp(m, net),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             // Timers only when one is due: a busy socket must not cost a scan per datagram.
             let now = Instant::now();
             if now >= deadline {
-                self.on_timers(now, socket);
+                self.on_timers(now, net);
             }
             if !self.closing.is_empty() {
-                self.drain_closing(Instant::now(), socket);
+                self.drain_closing(Instant::now(), net);
+            }
+        }
+    }
+
+    /// Read what one UDP socket has, up to a batch.
+    fn read_udp(&mut self, buf: &mut [u8], net: &Net, v6: bool) {
+        for _ in 0..RECV_BATCH {
+            let socket = match (&net.udp6, v6) {
+                (Some((s, _)), true) => s,
+                _ => &net.udp4,
+            };
+            match socket.try_recv_from(buf) {
+                Ok((n, src)) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    self.on_datagram(data, src, net);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // e.g. ICMP port unreachable reported on the next read.
+                Err(e) => {
+                    debug!(error = %e, "SFU recv error");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A connection from the public port, already recognised as ICE-TCP by its first bytes.
+    fn on_handoff(&mut self, stream: std::net::TcpStream, net: &mut Net) {
+        let Some(local) = self.public_tcp_candidate else {
+            return;
+        };
+        match TcpStream::from_std(stream) {
+            Ok(s) => {
+                net.add_tcp(s, local);
+            }
+            Err(e) => debug!(error = %e, "cannot take an ICE-TCP connection"),
+        }
+    }
+
+    fn on_tcp(&mut self, m: TcpIn, net: &mut Net) {
+        match m {
+            TcpIn::Closed { remote } => {
+                debug!(%remote, "ICE-TCP connection closed");
+                net.tcp.remove(&remote);
+            }
+            TcpIn::Frame { remote, data } => {
+                inc(&self.metrics.tcp_rx_frames, 1);
+                let Some(conn) = net.tcp.get(&remote) else {
+                    return;
+                };
+                let (local, known) = (conn.local, conn.peer);
+                if let Some(id) = self.receive(Protocol::Tcp, &data, remote, local, known, net)
+                    && let Some(c) = net.tcp.get_mut(&remote)
+                {
+                    c.peer = Some(id);
+                }
             }
         }
     }
@@ -243,54 +378,16 @@ impl Worker {
 
     // ---- network input -------------------------------------------------------------
 
-    fn on_datagram(&mut self, data: &[u8], source: SocketAddr, socket: &UdpSocket) {
+    fn on_datagram(&mut self, data: &[u8], source: SocketAddr, net: &Net) {
         inc(&self.metrics.udp_rx_packets, 1);
         inc(&self.metrics.udp_rx_bytes, data.len() as u64);
-        // STUN names its peer by ufrag (a 5-tuple may move to a new connection of the same
-        // client); everything else goes by 5-tuple.
-        let by_ufrag = crate::stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
         let mapped = self.by_addr.get(&source).copied();
-        let known = match (by_ufrag, mapped) {
-            (Some(u), Some(m)) if u != m => None,
-            (_, m) => m,
-        };
-        let id = by_ufrag.or(known);
-        let Some(id) = id else {
-            inc(&self.metrics.udp_ignored_packets, 1);
-            return;
-        };
-        let Ok(contents) = data.try_into() else {
-            inc(&self.metrics.udp_ignored_packets, 1);
-            return;
-        };
-        let now = Instant::now();
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: self.candidate_addr,
-                contents,
-            },
-        );
-        let Some(peer) = self.peers.get_mut(&id) else {
-            if !self.on_closing_datagram(id, input) {
-                self.by_addr.remove(&source);
-                inc(&self.metrics.udp_ignored_packets, 1);
-            }
-            return;
-        };
-        if known.is_none() && !peer.rtc.accepts(&input) {
-            inc(&self.metrics.udp_ignored_packets, 1);
-            return;
-        }
-        if let Err(e) = peer.handle_input(input) {
-            self.fail_peer(id, e);
-            return;
-        }
-        if known.is_none() {
+        let destination = net.udp_candidate(source);
+        if let Some(id) = self.receive(Protocol::Udp, data, source, destination, mapped, net) {
             debug!(peer = id, %source, "new 5-tuple for peer");
-            peer.addrs.push(source);
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.addrs.push(source);
+            }
             if let Some(old) = self.by_addr.insert(source, id)
                 && old != id
                 && let Some(p) = self.peers.get_mut(&old)
@@ -298,10 +395,65 @@ impl Worker {
                 p.addrs.retain(|a| *a != source);
             }
         }
-        self.drive(vec![id], socket);
     }
 
-    fn on_timers(&mut self, now: Instant, socket: &UdpSocket) {
+    /// Hand one packet to its peer: STUN names its peer by ufrag (a 5-tuple may move to a
+    /// new connection of the same client); everything else goes by the 5-tuple's peer
+    /// (`mapped`). Returns the peer when this 5-tuple is new to it and was accepted.
+    fn receive(
+        &mut self,
+        proto: Protocol,
+        data: &[u8],
+        source: SocketAddr,
+        destination: SocketAddr,
+        mapped: Option<PeerId>,
+        net: &Net,
+    ) -> Option<PeerId> {
+        let by_ufrag = crate::stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
+        let known = match (by_ufrag, mapped) {
+            (Some(u), Some(m)) if u != m => None,
+            (_, m) => m,
+        };
+        let Some(id) = by_ufrag.or(known) else {
+            inc(&self.metrics.udp_ignored_packets, 1);
+            return None;
+        };
+        let Ok(contents) = data.try_into() else {
+            inc(&self.metrics.udp_ignored_packets, 1);
+            return None;
+        };
+        let now = Instant::now();
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let Some(peer) = self.peers.get_mut(&id) else {
+            if !self.on_closing_datagram(id, input) {
+                if proto == Protocol::Udp {
+                    self.by_addr.remove(&source);
+                }
+                inc(&self.metrics.udp_ignored_packets, 1);
+            }
+            return None;
+        };
+        if known.is_none() && !peer.rtc.accepts(&input) {
+            inc(&self.metrics.udp_ignored_packets, 1);
+            return None;
+        }
+        if let Err(e) = peer.handle_input(input) {
+            self.fail_peer(id, e);
+            return None;
+        }
+        self.drive(vec![id], net);
+        known.is_none().then_some(id)
+    }
+
+    fn on_timers(&mut self, now: Instant, net: &Net) {
         let mut due = Vec::new();
         let mut idle = Vec::new();
         for (id, p) in &self.peers {
@@ -323,7 +475,7 @@ impl Worker {
             }
         }
         if !due.is_empty() {
-            self.drive(due, socket);
+            self.drive(due, net);
         }
         let (expired, waiting): (Vec<_>, Vec<_>) =
             self.pending.drain(..).partition(|p| p.deadline <= now);
@@ -383,7 +535,7 @@ impl Worker {
     }
 
     /// Poll the given peers, act on their events, and repeat for the peers that touched.
-    fn drive(&mut self, mut ids: Vec<PeerId>, socket: &UdpSocket) {
+    fn drive(&mut self, mut ids: Vec<PeerId>, net: &Net) {
         // Bounded: events of one round (e.g. media → subscribers) cause at most a few more.
         for _ in 0..8 {
             if ids.is_empty() {
@@ -396,7 +548,7 @@ impl Worker {
                 let Some(p) = self.peers.get_mut(id) else {
                     continue;
                 };
-                if let Err(e) = p.poll(socket, &self.metrics, &mut events) {
+                if let Err(e) = p.poll(net, &self.metrics, &mut events) {
                     self.fail_peer(*id, e);
                 }
             }
@@ -504,11 +656,11 @@ impl Worker {
 
 impl Worker {
     /// Send what closed peers still have to say; forget those that are done (or too slow).
-    fn drain_closing(&mut self, now: Instant, socket: &UdpSocket) {
+    fn drain_closing(&mut self, now: Instant, net: &Net) {
         let metrics = &self.metrics;
         let mut gone = Vec::new();
         self.closing.retain_mut(|c| {
-            let keep = now < c.until && (c.next > now || drain(c, now, socket, metrics));
+            let keep = now < c.until && (c.next > now || drain(c, now, net, metrics));
             if !keep {
                 debug!(peer = c.id, "closed peer drained");
                 gone.push((c.id, std::mem::take(&mut c.addrs)));
@@ -541,7 +693,7 @@ impl Worker {
 }
 
 /// One round of a closing peer: retry the close if needed, send its output; false = done.
-fn drain(c: &mut Closing, now: Instant, socket: &UdpSocket, metrics: &Metrics) -> bool {
+fn drain(c: &mut Closing, now: Instant, net: &Net, metrics: &Metrics) -> bool {
     let r = guarded(&mut c.rtc, |rtc| {
         if rtc.handle_input(Input::Timeout(now)).is_err() {
             return false;
@@ -556,7 +708,7 @@ fn drain(c: &mut Closing, now: Instant, socket: &UdpSocket, metrics: &Metrics) -
             }
             match rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    if let Ok(n) = socket.try_send_to(&t.contents, t.destination) {
+                    if let Ok(n) = net.send(&t) {
                         inc(&metrics.udp_tx_packets, 1);
                         inc(&metrics.udp_tx_bytes, n as u64);
                     }

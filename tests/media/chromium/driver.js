@@ -7,6 +7,7 @@
 //
 //   node driver.js '<json config>'
 //   config: {ws, backend, room, simulcast: "rid" | "sim", width, height, legacyLayerLimit,
+//            iceTcp (use only the SFU's TCP candidates),
 //            publisher: {user, ticket}, subscriber: {user, ticket}}
 //
 // Protocol on stdout: {"ready": {"publisher": ID, "subscriber": ID}} once both pages have
@@ -142,7 +143,14 @@ async function main() {
       const who = config[role];
       const joined = await pages[role].evaluate(
         (c) => window.talk.connect(c),
-        { ws: config.ws, backend: config.backend, user: who.user, ticket: who.ticket, room: config.room },
+        {
+          ws: config.ws,
+          backend: config.backend,
+          user: who.user,
+          ticket: who.ticket,
+          room: config.room,
+          iceTcp: !!config.iceTcp,
+        },
       );
       ids[role] = joined.sessionid;
       result[`${role}Features`] = joined.features;

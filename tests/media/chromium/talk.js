@@ -163,6 +163,12 @@ function mungeSimulcast(sdp) {
   return `${out.join('\r\n')}\r\n`;
 }
 
+// `candidate:<foundation> <component> <transport> ...`: is the transport TCP?
+function isTcpCandidate(line) {
+  const parts = line.replace(/^a=/, '').split(' ');
+  return (parts[2] || '').toLowerCase() === 'tcp';
+}
+
 // The nested candidate shape Talk keeps for the mobile apps.
 function candidatePayload(c) {
   return { candidate: { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } };
@@ -187,8 +193,11 @@ class Call {
     this.remoteCandidates = [];
   }
 
-  async connect({ ws, backend, user, ticket, room }) {
+  async connect({ ws, backend, user, ticket, room, iceTcp }) {
     this.user = user;
+    // Only the SFU's TCP candidates are used, as for a client whose firewall lets only TCP
+    // out: Chromium then connects actively to the SFU's passive ICE-TCP candidate.
+    this.iceTcp = !!iceTcp;
     const welcome = await this.sig.open(ws);
     log('welcome', welcome);
     await this.sig.hello(backend, user, ticket);
@@ -222,6 +231,9 @@ class Call {
       return;
     }
     this.remoteCandidates.push(c.candidate);
+    if (this.iceTcp && !isTcpCandidate(c.candidate)) {
+      return;
+    }
     if (!this.remoteSet) {
       this.pendingRemote.push(c);
       return;
@@ -231,6 +243,17 @@ class Call {
     } catch (e) {
       log('addIceCandidate failed', String(e));
     }
+  }
+
+  // The SFU's SDP as this client uses it: without UDP candidates when only TCP is allowed.
+  remoteSdp(sdp) {
+    if (!this.iceTcp) {
+      return sdp;
+    }
+    return sdp
+      .split('\r\n')
+      .filter((l) => !l.startsWith('a=candidate:') || isTcpCandidate(l))
+      .join('\r\n');
   }
 
   async remoteDescriptionSet() {
@@ -319,7 +342,7 @@ class Call {
   }
 
   async gotAnswer(data) {
-    await this.pc.setRemoteDescription({ type: 'answer', sdp: data.payload.sdp });
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: this.remoteSdp(data.payload.sdp) });
     await this.remoteDescriptionSet();
     this.answerResolve();
   }
@@ -358,7 +381,7 @@ class Call {
 
   async gotOffer(data) {
     this.sid = data.sid;
-    await this.pc.setRemoteDescription({ type: 'offer', sdp: data.payload.sdp });
+    await this.pc.setRemoteDescription({ type: 'offer', sdp: this.remoteSdp(data.payload.sdp) });
     await this.remoteDescriptionSet();
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);

@@ -130,7 +130,13 @@ pub const SECTIONS: &[SectionDef] = &[
     },
     SectionDef {
         name: "sfu",
-        keys: &[k("listen", Kind::Text), k("external_ip", Kind::Text)],
+        keys: &[
+            k("listen", Kind::Text),
+            k("external_ip", Kind::Text),
+            k("listen_v6", Kind::Text),
+            k("external_ip_v6", Kind::Text),
+            k("tcp_listen", Kind::Text),
+        ],
     },
     SectionDef {
         name: "tls",

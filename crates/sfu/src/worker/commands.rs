@@ -4,7 +4,7 @@
 use super::*;
 
 impl Worker {
-    pub(super) fn on_request(&mut self, req: Request, socket: &UdpSocket) {
+    pub(super) fn on_request(&mut self, req: Request, net: &Net) {
         let Request { cmd, reply } = req;
         let out = match cmd {
             McuCommand::Publish {
@@ -13,7 +13,7 @@ impl Worker {
                 sid,
                 sdp,
                 max_bitrate,
-            } => self.publish(session, stream, sid, &sdp, max_bitrate, socket),
+            } => self.publish(session, stream, sid, &sdp, max_bitrate, net),
             McuCommand::Subscribe {
                 subscriber,
                 publisher,
@@ -34,7 +34,7 @@ impl Worker {
                     });
                     return;
                 }
-                self.subscribe(subscriber, publisher, stream, sid, selection, socket)
+                self.subscribe(subscriber, publisher, stream, sid, selection, net)
             }
             McuCommand::SubscriberAnswer {
                 subscriber,
@@ -42,14 +42,14 @@ impl Worker {
                 stream,
                 sid,
                 sdp,
-            } => self.subscriber_answer(subscriber, publisher, stream, &sid, &sdp, socket),
+            } => self.subscriber_answer(subscriber, publisher, stream, &sid, &sdp, net),
             McuCommand::Candidate {
                 session,
                 publisher,
                 stream,
                 sid: _,
                 candidate,
-            } => self.remote_candidate(session, publisher, stream, &candidate, socket),
+            } => self.remote_candidate(session, publisher, stream, &candidate, net),
             McuCommand::SelectStream {
                 subscriber,
                 publisher,
@@ -61,7 +61,7 @@ impl Worker {
                 .copied()
             {
                 Some(id) => {
-                    self.select(id, selection, socket);
+                    self.select(id, selection, net);
                     McuReply::Done
                 }
                 None => error("client_not_found", "no such subscription on this SFU"),
@@ -115,8 +115,25 @@ impl Worker {
         (cfg.build(Instant::now()), ufrag)
     }
 
-    pub(super) fn host_candidate(&self) -> Option<Candidate> {
-        Candidate::host(self.candidate_addr, "udp").ok()
+    /// Our candidates, in the order clients should prefer them: UDP (IPv4, IPv6), then
+    /// passive ICE-TCP (own listener, shared public port).
+    pub(super) fn local_candidates(&self) -> Vec<Candidate> {
+        let udp = [Some(self.candidate_addr), self.candidate_addr6]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| Candidate::host(a, "udp").ok());
+        let tcp = [self.tcp_candidate, self.public_tcp_candidate]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                Candidate::builder()
+                    .tcp()
+                    .host(a)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .ok()
+            });
+        udp.chain(tcp).collect()
     }
 
     pub(super) fn insert_peer(&mut self, mut peer: Peer) -> PeerId {
@@ -151,20 +168,22 @@ impl Worker {
     }
 
     pub(super) fn announce_candidate(&self, id: PeerId, sdp: &str) {
-        let (Some(peer), Some(c)) = (self.peers.get(&id), self.host_candidate()) else {
+        let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        let _ = self.events.send(McuEvent::Candidate {
-            session: peer.session.clone(),
-            publisher: peer.publisher.clone(),
-            stream: peer.stream,
-            sid: peer.sid.clone(),
-            candidate: IceCandidate {
-                candidate: c.to_sdp_string(),
-                sdp_mid: sdp::first_mid(sdp),
-                sdp_mline_index: Some(0),
-            },
-        });
+        for c in self.local_candidates() {
+            let _ = self.events.send(McuEvent::Candidate {
+                session: peer.session.clone(),
+                publisher: peer.publisher.clone(),
+                stream: peer.stream,
+                sid: peer.sid.clone(),
+                candidate: IceCandidate {
+                    candidate: c.to_sdp_string(),
+                    sdp_mid: sdp::first_mid(sdp),
+                    sdp_mline_index: Some(0),
+                },
+            });
+        }
     }
 
     pub(super) fn publish(
@@ -174,7 +193,7 @@ impl Worker {
         sid: String,
         sdp_text: &str,
         max_bitrate: u64,
-        socket: &UdpSocket,
+        net: &Net,
     ) -> McuReply {
         let (offer_text, sim_groups) = sdp::extract_sim_groups(sdp_text);
         let offer = match sdp::parse_offer(&offer_text) {
@@ -198,7 +217,7 @@ impl Worker {
                     Ok(Ok(answer)) => {
                         let mut dirty = vec![id];
                         self.register_tracks(id, sdp_text, &sim_groups, &mut dirty);
-                        self.drive(dirty, socket);
+                        self.drive(dirty, net);
                         McuReply::Answer {
                             sdp: answer.to_sdp_string(),
                         }
@@ -213,11 +232,14 @@ impl Worker {
             self.close_peer(id, "replaced by a new offer", true);
         }
         let (mut rtc, ufrag) = self.new_rtc(None);
-        let Some(cand) = self.host_candidate() else {
+        let cands = self.local_candidates();
+        if cands.is_empty() {
             return error("processing_failed", "the SFU has no usable host candidate");
-        };
+        }
         let r = guarded(&mut rtc, |rtc| {
-            rtc.add_local_candidate(cand);
+            for c in cands {
+                rtc.add_local_candidate(c);
+            }
             rtc.sdp_api().accept_offer(offer)
         });
         let answer = match r {
@@ -259,7 +281,7 @@ impl Worker {
         info!(peer = id, %session, stream = stream.as_str(), "publisher created");
         let mut dirty = vec![id];
         self.register_tracks(id, sdp_text, &sim_groups, &mut dirty);
-        self.drive(dirty, socket);
+        self.drive(dirty, net);
         self.announce_candidate(id, &answer);
         // Subscribers that were waiting for this stream.
         let (ready, waiting): (Vec<_>, Vec<_>) = self
@@ -268,14 +290,7 @@ impl Worker {
             .partition(|p| p.publisher == session && p.stream == stream);
         self.pending = waiting;
         for p in ready {
-            let r = self.subscribe(
-                p.subscriber,
-                p.publisher,
-                p.stream,
-                p.sid,
-                p.selection,
-                socket,
-            );
+            let r = self.subscribe(p.subscriber, p.publisher, p.stream, p.sid, p.selection, net);
             let _ = p.reply.send(r);
         }
         McuReply::Answer { sdp: answer }
@@ -358,7 +373,7 @@ impl Worker {
         stream: StreamType,
         sid: String,
         selection: Selection,
-        socket: &UdpSocket,
+        net: &Net,
     ) -> McuReply {
         let Some(&pub_id) = self.publishers.get(&(publisher.clone(), stream)) else {
             return error(
@@ -384,7 +399,7 @@ impl Worker {
             if same {
                 self.selections.insert(id, selection);
                 let (reply, _) = self.renegotiate(id, &sources);
-                self.drive(vec![id], socket);
+                self.drive(vec![id], net);
                 return reply;
             }
             self.close_peer(id, "replaced by a fresh subscription", false);
@@ -392,12 +407,15 @@ impl Worker {
 
         let codecs = CodecConfig::new_from_payload_params(crate::recovery::with_rtx(params));
         let (mut rtc, ufrag) = self.new_rtc(Some(codecs));
-        let Some(cand) = self.host_candidate() else {
+        let cands = self.local_candidates();
+        if cands.is_empty() {
             return error("processing_failed", "the SFU has no usable host candidate");
-        };
+        }
         let stream_id = format!("{publisher}-{}", stream.as_str());
         let r = guarded(&mut rtc, |rtc| {
-            rtc.add_local_candidate(cand);
+            for c in cands {
+                rtc.add_local_candidate(c);
+            }
             let mut change = rtc.sdp_api();
             let mut tracks = Vec::new();
             for (source, kind) in &sources {
@@ -454,7 +472,7 @@ impl Worker {
         });
         self.selections.insert(id, selection);
         info!(peer = id, %subscriber, %publisher, stream = stream.as_str(), sid = %new_sid, "subscriber created");
-        self.drive(vec![id], socket);
+        self.drive(vec![id], net);
         self.announce_candidate(id, &offer);
         McuReply::Offer {
             sdp: offer,
@@ -537,7 +555,7 @@ impl Worker {
         stream: StreamType,
         sid: &str,
         sdp_text: &str,
-        socket: &UdpSocket,
+        net: &Net,
     ) -> McuReply {
         let Some(&id) = self.subscribers.get(&(subscriber, publisher, stream)) else {
             return error(
@@ -581,7 +599,7 @@ impl Worker {
                 let mut dirty = vec![id];
                 // Tracks the publisher added while this offer was out.
                 self.update_subscriber(id, &mut dirty);
-                self.drive(dirty, socket);
+                self.drive(dirty, net);
                 McuReply::Done
             }
             Ok(Err(e)) => error("invalid_sdp", format!("subscriber answer refused: {e}")),
@@ -598,7 +616,7 @@ impl Worker {
         publisher: String,
         stream: StreamType,
         candidate: &IceCandidate,
-        socket: &UdpSocket,
+        net: &Net,
     ) -> McuReply {
         let id = if session == publisher {
             self.publishers.get(&(session, stream)).copied()
@@ -631,11 +649,11 @@ impl Worker {
             self.fail_peer(id, e);
             return McuReply::Done;
         }
-        self.drive(vec![id], socket);
+        self.drive(vec![id], net);
         McuReply::Done
     }
 
-    pub(super) fn select(&mut self, id: PeerId, selection: Selection, socket: &UdpSocket) {
+    pub(super) fn select(&mut self, id: PeerId, selection: Selection, net: &Net) {
         let old = self.selections.insert(id, selection).unwrap_or_default();
         if old.substream == selection.substream {
             return;
@@ -659,6 +677,6 @@ impl Worker {
             t.last_keyframe_request.retain(|(r, _)| *r != rid);
             self.request_keyframe(pub_id, mid, rid, KeyframeRequestKind::Pli, &mut dirty);
         }
-        self.drive(dirty, socket);
+        self.drive(dirty, net);
     }
 }

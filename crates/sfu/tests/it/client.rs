@@ -106,15 +106,36 @@ fn crypto() -> Arc<str0m::config::CryptoProvider> {
 }
 
 async fn bind() -> (UdpSocket, SocketAddr) {
-    let socket = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind client socket");
+    bind_on("127.0.0.1:0").await
+}
+
+async fn bind_on(at: &str) -> (UdpSocket, SocketAddr) {
+    let socket = UdpSocket::bind(at).await.expect("bind client socket");
     let addr = socket.local_addr().expect("client addr");
     (socket, addr)
 }
 
 fn new_rtc(addr: SocketAddr) -> Rtc {
     new_rtc_with(addr, true)
+}
+
+/// Where an ICE-TCP client says it is: active candidates carry the discard port (RFC 6544).
+pub const TCP_ACTIVE: &str = "127.0.0.1:9";
+
+/// A client whose only candidate is an active ICE-TCP one, like a browser behind a
+/// firewall that lets only TCP out.
+fn tcp_only_rtc() -> Rtc {
+    let mut rtc = Rtc::builder()
+        .set_crypto_provider(crypto())
+        .build(Instant::now());
+    let c = Candidate::builder()
+        .tcp()
+        .host(TCP_ACTIVE.parse().expect("addr"))
+        .tcptype(str0m::net::TcpType::Active)
+        .build()
+        .expect("tcp candidate");
+    rtc.add_local_candidate(c);
+    rtc
 }
 
 /// `rid_ext: false` = no rtp-stream-id header extension, like a Chromium SIM publisher.
@@ -146,6 +167,24 @@ pub struct PendingPublisher {
     /// The simulcast layers announced, lowest first, and those actually sent.
     layers: &'static [&'static str],
     sent_layers: &'static [&'static str],
+    tcp: bool,
+}
+
+/// An audio+video publisher that can reach the SFU only over ICE-TCP.
+pub async fn publisher_offer_tcp() -> (PendingPublisher, String) {
+    let (socket, _) = bind().await;
+    let rtc = tcp_only_rtc();
+    publisher_from(
+        rtc,
+        socket,
+        TCP_ACTIVE.parse().expect("addr"),
+        true,
+        true,
+        false,
+        false,
+        &[],
+        true,
+    )
 }
 
 pub async fn publisher_offer(
@@ -186,7 +225,24 @@ async fn publisher_offer_inner(
     rids: &'static [&'static str],
 ) -> (PendingPublisher, String) {
     let (socket, addr) = bind().await;
-    let mut rtc = new_rtc_with(addr, rid_ext);
+    let rtc = new_rtc_with(addr, rid_ext);
+    publisher_from(
+        rtc, socket, addr, audio, video, channel, simulcast, rids, false,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publisher_from(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    audio: bool,
+    video: bool,
+    channel: bool,
+    simulcast: bool,
+    rids: &'static [&'static str],
+    tcp: bool,
+) -> (PendingPublisher, String) {
     let mut change = rtc.sdp_api();
     let layers = simulcast.then(|| {
         let mut s = str0m::media::Simulcast::new();
@@ -215,6 +271,7 @@ async fn publisher_offer_inner(
             legacy_sim: false,
             layers: rids,
             sent_layers: rids,
+            tcp,
         },
         offer.to_sdp_string(),
     )
@@ -299,6 +356,7 @@ impl PendingPublisher {
                 layers: Arc::new(std::sync::Mutex::new(self.sent_layers)),
                 drop_rtp_every: 0,
                 video_pts: Vec::new(),
+                tcp: self.tcp,
             },
         )
     }
@@ -308,8 +366,30 @@ impl PendingPublisher {
 /// `drop_rtp_every`th video RTP datagram (media or retransmission) the SFU sends it once
 /// connected (0 = none); audio, STUN, DTLS and RTCP always get through.
 pub async fn subscriber_from_offer_lossy(sdp: &str, drop_rtp_every: u64) -> (Client, String) {
-    let (socket, addr) = bind().await;
+    subscriber_inner(sdp, drop_rtp_every, false).await
+}
+
+/// A subscriber that can reach the SFU only over ICE-TCP.
+pub async fn subscriber_from_offer_tcp(sdp: &str) -> (Client, String) {
+    subscriber_inner(sdp, 0, true).await
+}
+
+/// A subscriber on ::1 (IPv6 media).
+pub async fn subscriber_from_offer_v6(sdp: &str) -> (Client, String) {
+    subscriber_on(sdp, 0, false, "[::1]:0").await
+}
+
+async fn subscriber_inner(sdp: &str, drop_rtp_every: u64, tcp: bool) -> (Client, String) {
+    subscriber_on(sdp, drop_rtp_every, tcp, "127.0.0.1:0").await
+}
+
+async fn subscriber_on(sdp: &str, drop_rtp_every: u64, tcp: bool, at: &str) -> (Client, String) {
+    let (socket, mut addr) = bind_on(at).await;
     let mut rtc = new_rtc(addr);
+    if tcp {
+        rtc = tcp_only_rtc();
+        addr = TCP_ACTIVE.parse().expect("addr");
+    }
     let offer = SdpOffer::from_sdp_string(sdp).expect("the SFU's offer parses");
     let answer = rtc.sdp_api().accept_offer(offer).expect("offer accepted");
     let client = spawn(
@@ -323,6 +403,7 @@ pub async fn subscriber_from_offer_lossy(sdp: &str, drop_rtp_every: u64) -> (Cli
             layers: Default::default(),
             drop_rtp_every,
             video_pts: video_pts(sdp),
+            tcp,
         },
     );
     (client, answer.to_sdp_string())
@@ -339,6 +420,55 @@ struct Sending {
     drop_rtp_every: u64,
     /// Payload types of the video m-lines (codecs and their RTX).
     video_pts: Vec<u8>,
+    /// ICE-TCP: `addr` is the active candidate; the connection opens on the first transmit.
+    tcp: bool,
+}
+
+/// The client's ICE-TCP connection (RFC 4571 frames), opened towards the SFU's passive
+/// candidate when str0m first sends there; frames read arrive on `rx`.
+struct TcpLink {
+    write: Option<tokio::net::tcp::OwnedWriteHalf>,
+    tx: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    rx: mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
+}
+
+impl TcpLink {
+    fn new() -> TcpLink {
+        let (tx, rx) = mpsc::unbounded_channel();
+        TcpLink {
+            write: None,
+            tx,
+            rx,
+        }
+    }
+
+    async fn send(&mut self, to: SocketAddr, data: &[u8]) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        if self.write.is_none() {
+            let Ok(stream) = tokio::net::TcpStream::connect(to).await else {
+                return;
+            };
+            let (mut read, write) = stream.into_split();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok(len) = read.read_u16().await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; usize::from(len)];
+                    if read.read_exact(&mut buf).await.is_err() || tx.send((to, buf)).is_err() {
+                        return;
+                    }
+                }
+            });
+            self.write = Some(write);
+        }
+        if let Some(w) = &mut self.write {
+            let mut frame = (data.len() as u16).to_be_bytes().to_vec();
+            frame.extend_from_slice(data);
+            let _ = w.write_all(&frame).await;
+        }
+    }
 }
 
 /// The payload types listed on the `m=video` lines of an SDP.
@@ -426,6 +556,7 @@ async fn run(
     dropped: Arc<AtomicU64>,
 ) {
     let mut rtp_seen: u64 = 0;
+    let mut tcp = TcpLink::new();
     let mut video_in: Vec<Mid> = Vec::new();
     let mut buf = vec![0u8; 2048];
     let start = Instant::now();
@@ -442,6 +573,9 @@ async fn run(
             }
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    tcp.send(t.destination, &t.contents).await;
+                }
                 Ok(Output::Transmit(t)) => {
                     let _ = socket.send_to(&t.contents, t.destination).await;
                 }
@@ -563,6 +697,19 @@ async fn run(
                     if let Some(mut w) = rtc.writer(*mid) {
                         let _ = w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli);
                     }
+                }
+            }
+            Some((source, data)) = tcp.rx.recv(), if sending.tcp => {
+                let Ok(contents) = data.as_slice().try_into() else { continue };
+                let input = Input::Receive(Instant::now(), Receive {
+                    proto: Protocol::Tcp,
+                    source,
+                    destination: addr,
+                    contents,
+                });
+                if rtc.handle_input(input).is_err() {
+                    let _ = tx.send(ClientEvent::Disconnected);
+                    return;
                 }
             }
             r = socket.recv_from(&mut buf) => {

@@ -4,6 +4,7 @@ mod client;
 mod lifecycle;
 mod media;
 mod recovery;
+mod transports;
 
 use std::time::Duration;
 

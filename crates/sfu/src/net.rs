@@ -1,0 +1,281 @@
+//! The SFU's transports as the worker sees them: the UDP media sockets (IPv4 and optionally
+//! IPv6) and the ICE-TCP connections (RFC 6544 passive candidates, RFC 4571 framing: each
+//! STUN, DTLS or SRTP packet prefixed with its 16-bit length). A TCP connection is read and
+//! written by two small tasks on the worker's runtime; the worker gets whole frames from
+//! them through one channel and hands frames to a connection's writer without waiting.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use str0m::net::{Protocol, Transmit};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::peer::PeerId;
+
+/// Most ICE-TCP connections at once (each is two tasks and two buffers).
+pub(crate) const MAX_TCP_CONNECTIONS: usize = 4096;
+
+/// Frames queued towards one TCP connection before more are dropped (a stalled client then
+/// loses media the way a full UDP socket buffer would, and does not hold the worker).
+const TCP_QUEUE: usize = 1024;
+
+/// How long a new TCP connection may take to send its first frame (a STUN Binding request).
+const FIRST_FRAME: Duration = Duration::from_secs(10);
+
+/// What a TCP connection's reader tells the worker.
+pub(crate) enum TcpIn {
+    Frame { remote: SocketAddr, data: Vec<u8> },
+    Closed { remote: SocketAddr },
+}
+
+/// One ICE-TCP connection as the worker holds it.
+pub(crate) struct TcpConn {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Our candidate address this connection belongs to (str0m's `destination`).
+    pub local: SocketAddr,
+    /// The peer whose ICE checks arrived here, once one did.
+    pub peer: Option<PeerId>,
+    reader: AbortHandle,
+}
+
+impl Drop for TcpConn {
+    fn drop(&mut self) {
+        // The writer ends when `tx` goes; the reader is stopped here.
+        self.reader.abort();
+    }
+}
+
+/// The worker's sockets and connections.
+pub(crate) struct Net {
+    pub udp4: UdpSocket,
+    /// Our IPv4 candidate address (what str0m is told datagrams arrived at).
+    pub udp4_candidate: SocketAddr,
+    pub udp6: Option<(UdpSocket, SocketAddr)>,
+    pub tcp: HashMap<SocketAddr, TcpConn>,
+    inbox: mpsc::Sender<TcpIn>,
+}
+
+impl Net {
+    pub fn new(
+        udp4: UdpSocket,
+        udp4_candidate: SocketAddr,
+        udp6: Option<(UdpSocket, SocketAddr)>,
+    ) -> (Net, mpsc::Receiver<TcpIn>) {
+        let (inbox, rx) = mpsc::channel(1024);
+        (
+            Net {
+                udp4,
+                udp4_candidate,
+                udp6,
+                tcp: HashMap::new(),
+                inbox,
+            },
+            rx,
+        )
+    }
+
+    /// Send one of str0m's transmits on the transport it names. UDP: a full socket buffer
+    /// fails with `WouldBlock` (the datagram is lost, as on the network); TCP: a connection
+    /// whose queue is full drops the frame the same way.
+    pub fn send(&self, t: &Transmit) -> io::Result<usize> {
+        match t.proto {
+            Protocol::Udp => match (&self.udp6, t.destination) {
+                (Some((s, _)), SocketAddr::V6(_)) => s.try_send_to(&t.contents, t.destination),
+                _ => self.udp4.try_send_to(&t.contents, t.destination),
+            },
+            Protocol::Tcp => {
+                let conn = self.tcp.get(&t.destination).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotConnected, "no ICE-TCP connection")
+                })?;
+                let len = u16::try_from(t.contents.len()).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "packet too big for RFC 4571")
+                })?;
+                let mut frame = Vec::with_capacity(t.contents.len() + 2);
+                frame.extend_from_slice(&len.to_be_bytes());
+                frame.extend_from_slice(&t.contents);
+                conn.tx
+                    .try_send(frame)
+                    .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
+                Ok(t.contents.len())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the SFU speaks ICE over UDP and TCP only",
+            )),
+        }
+    }
+
+    /// Our candidate address for a UDP datagram from `source`.
+    pub fn udp_candidate(&self, source: SocketAddr) -> SocketAddr {
+        match (&self.udp6, source) {
+            (Some((_, c)), SocketAddr::V6(_)) => *c,
+            _ => self.udp4_candidate,
+        }
+    }
+
+    /// Start serving a new ICE-TCP connection that belongs to our candidate `local`; false
+    /// when it is refused (too many connections, or its address is already connected).
+    pub fn add_tcp(&mut self, stream: TcpStream, local: SocketAddr) -> bool {
+        let Ok(remote) = stream.peer_addr() else {
+            return false;
+        };
+        if self.tcp.len() >= MAX_TCP_CONNECTIONS || self.tcp.contains_key(&remote) {
+            tracing::debug!(%remote, "refusing an ICE-TCP connection: too many, or a duplicate");
+            return false;
+        }
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        tokio::spawn(write_frames(write, rx));
+        let reader = tokio::spawn(read_frames(read, remote, self.inbox.clone())).abort_handle();
+        self.tcp.insert(
+            remote,
+            TcpConn {
+                tx,
+                local,
+                peer: None,
+                reader,
+            },
+        );
+        tracing::debug!(%remote, %local, "ICE-TCP connection");
+        true
+    }
+}
+
+/// Read RFC 4571 frames until the connection ends; the first must be STUN and come in time.
+async fn read_frames(
+    read: tokio::net::tcp::OwnedReadHalf,
+    remote: SocketAddr,
+    inbox: mpsc::Sender<TcpIn>,
+) {
+    let mut r = BufReader::with_capacity(16 * 1024, read);
+    let mut first = true;
+    loop {
+        let frame = async {
+            let len = r.read_u16().await?;
+            let mut data = vec![0u8; usize::from(len)];
+            r.read_exact(&mut data).await?;
+            io::Result::Ok(data)
+        };
+        let data = if first {
+            match tokio::time::timeout(FIRST_FRAME, frame).await {
+                Ok(Ok(d)) if crate::stun::is_stun(&d) => d,
+                Ok(Ok(_)) => {
+                    tracing::debug!(%remote, "ICE-TCP connection did not start with STUN: closed");
+                    break;
+                }
+                _ => break,
+            }
+        } else {
+            match frame.await {
+                Ok(d) => d,
+                Err(_) => break,
+            }
+        };
+        first = false;
+        if data.is_empty() {
+            continue;
+        }
+        if inbox.send(TcpIn::Frame { remote, data }).await.is_err() {
+            return;
+        }
+    }
+    let _ = inbox.send(TcpIn::Closed { remote }).await;
+}
+
+/// Write queued frames, as many per system call as are waiting.
+async fn write_frames(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&frame);
+        while buf.len() < 60 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => buf.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_go_out_with_their_length_and_come_back_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test setup");
+        let addr = listener.local_addr().expect("test setup");
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
+        let cand = udp.local_addr().expect("test setup");
+        let (mut net, mut inbox) = Net::new(udp, cand, None);
+        let mut client = TcpStream::connect(addr).await.expect("test setup");
+        let (server, remote) = listener.accept().await.expect("test setup");
+        assert!(net.add_tcp(server, addr));
+        // A STUN Binding request header (20 bytes, magic cookie), split over two writes.
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[7u8; 12]);
+        client.write_all(&[0x00, 20]).await.expect("test setup");
+        client.write_all(&stun[..5]).await.expect("test setup");
+        client.flush().await.expect("test setup");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(&stun[5..]).await.expect("test setup");
+        match inbox.recv().await {
+            Some(TcpIn::Frame { remote: r, data }) => {
+                assert_eq!(r, remote);
+                assert_eq!(data, stun);
+            }
+            _ => panic!("no frame"),
+        }
+        let t = Transmit {
+            proto: Protocol::Tcp,
+            source: addr,
+            destination: remote,
+            contents: vec![1u8, 2, 3].into(),
+        };
+        assert_eq!(net.send(&t).expect("test setup"), 3);
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).await.expect("test setup");
+        assert_eq!(got, [0, 3, 1, 2, 3]);
+        drop(client);
+        assert!(matches!(inbox.recv().await, Some(TcpIn::Closed { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_does_not_start_with_stun_is_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test setup");
+        let addr = listener.local_addr().expect("test setup");
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
+        let cand = udp.local_addr().expect("test setup");
+        let (mut net, mut inbox) = Net::new(udp, cand, None);
+        let mut client = TcpStream::connect(addr).await.expect("test setup");
+        let (server, _) = listener.accept().await.expect("test setup");
+        assert!(net.add_tcp(server, addr));
+        client
+            .write_all(&[0, 4, b'G', b'E', b'T', b' '])
+            .await
+            .expect("test setup");
+        assert!(matches!(inbox.recv().await, Some(TcpIn::Closed { .. })));
+        // Unknown destinations are an error, not a panic.
+        let t = Transmit {
+            proto: Protocol::Tcp,
+            source: addr,
+            destination: "127.0.0.1:9".parse().expect("test setup"),
+            contents: vec![1u8].into(),
+        };
+        assert!(net.send(&t).is_err());
+    }
+}
