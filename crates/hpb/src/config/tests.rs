@@ -668,3 +668,29 @@ fn https_with_acme() {
         l.warnings
     );
 }
+
+#[test]
+fn sfu_transports() {
+    let base = "[backend]\nsecret = \"s\"\nallowall = true\n[clients]\ninternalsecret = \"i\"\n[sessions]\nhashkey = \"h\"\n";
+    let l = toml(
+        &format!(
+            "{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nexternal_ip = \"203.0.113.4\"\nlisten_v6 = \"[::]:3479\"\nexternal_ip_v6 = \"2001:db8::4\"\ntcp_listen = \"0.0.0.0:3479\"\n"
+        ),
+        &[],
+    )
+    .expect("loads");
+    let s = l.sfu.expect("the SFU is on");
+    assert_eq!(s.listen_v6, Some("[::]:3479".parse().expect("addr")));
+    assert_eq!(s.external_ip_v6, Some("2001:db8::4".parse().expect("ip")));
+    assert_eq!(s.tcp_listen, Some("0.0.0.0:3479".parse().expect("addr")));
+    let e = err(toml(
+        &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nlisten_v6 = \"0.0.0.0:3480\"\n"),
+        &[],
+    ));
+    assert!(e.contains("listen_v6") && e.contains("IPv4"), "{e}");
+    let e = err(toml(
+        &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\ntcp_listen = \"nope\"\n"),
+        &[],
+    ));
+    assert!(e.contains("tcp_listen") && e.contains("TCP address"), "{e}");
+}
