@@ -285,3 +285,56 @@ async fn screen_share_is_pushed_with_sendoffer_and_ends_with_unshare_screen() {
         assert_eq!(w["monotonic"], true, "{w}");
     }
 }
+
+/// Forced loss: the subscriber loses every 15th video packet on arrival. aiortc asks again
+/// with RTCP NACKs, the SFU answers them with RTX retransmissions from its send buffer, and
+/// the subscriber keeps decoding the publisher's counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_packets_are_nacked_and_recovered_with_rtx() {
+    let nc = FakeNextcloud::start().await;
+    nc.add_public_room("call");
+    let hpb = Hpb::start(&free_config(&nc, "[sfu]\nlisten = \"127.0.0.1:0\"\n")).await;
+    let alice = start(&hpb, &nc, "publish", "alice", 10, None).await;
+    let drop = ["--drop-video-every".to_string(), "15".to_string()];
+    let bob = start_with(
+        &hpb,
+        &nc,
+        "subscribe",
+        "bob",
+        7,
+        Some(&alice.sessionid),
+        &drop,
+    )
+    .await;
+    let (status, _, body) = nc
+        .post_room(
+            &hpb.http_url(),
+            "call",
+            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (a, b) = tokio::join!(finish(alice), finish(bob));
+    assert!(a.get("failure").is_none(), "publisher: {a}");
+    assert!(b.get("failure").is_none(), "subscriber: {b}");
+    let dropped = b["dropped_video_packets"].as_u64().unwrap_or(0);
+    assert!(dropped >= 10, "the forced loss happened: {b}");
+    assert!(b["video_frames"].as_u64().unwrap_or(0) >= 30, "{b}");
+    assert_eq!(b["monotonic"], true, "{b}");
+    let metrics = reqwest::get(format!("{}/metrics", hpb.http_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    // NACK counts come from str0m's stats, up to a second late; the client has finished
+    // by now and hpb keeps the totals.
+    let nacks = metric(&metrics, "hpb_sfu_nacks_received_total").unwrap_or(0);
+    let rtx = metric(&metrics, "hpb_sfu_retransmitted_packets_total").unwrap_or(0);
+    eprintln!("forced loss: {dropped} video packets dropped, {nacks} NACKs, {rtx} RTX sent");
+    assert!(nacks > 0, "aiortc NACKed the losses: {b}\n{metrics}");
+    assert!(
+        rtx * 2 >= dropped,
+        "most of the {dropped} lost packets were retransmitted (RTX sent: {rtx}): {b}\n{metrics}"
+    );
+}

@@ -14,6 +14,10 @@ aiortc.
 With --turn URL --turn-user U --turn-password P the media goes only through that TURN
 server (relay-only ICE, as a client behind a strict firewall).
 
+With --drop-video-every N a subscriber throws away every Nth video RTP datagram it receives
+(not retransmissions, not audio or RTCP) before aiortc sees it: forced loss, which aiortc
+reports with RTCP NACKs and the SFU repairs with RTX retransmissions.
+
 The publisher sends video whose frames carry a counter (black and white blocks) and a 440 Hz
 tone, and sends `status` data-channel messages. The subscriber decodes the counter from the
 frames it receives and prints one JSON line with what it saw. Everything stays on 127.0.0.1.
@@ -43,6 +47,54 @@ from aiortc.sdp import candidate_from_sdp
 
 # aioice skips loopback addresses when gathering; the tests run on 127.0.0.1 only.
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+
+
+class ForcedLoss:
+    """Drops every Nth RTP datagram of the given payload types (RFC 5761 demux: RTP has
+    version 2 and a payload type outside RTCP's 64-95 after masking the marker bit)."""
+
+    def __init__(self):
+        self.every = 0
+        self.pts = set()
+        self.seen = 0
+        self.dropped = 0
+
+    def drop(self, data):
+        if self.every <= 0 or len(data) < 12 or data[0] & 0xC0 != 0x80:
+            return False
+        if (data[1] & 0x7F) not in self.pts:
+            return False
+        self.seen += 1
+        if self.seen % self.every == 0:
+            self.dropped += 1
+            return True
+        return False
+
+
+LOSS = ForcedLoss()
+_datagram_received = aioice.ice.StunProtocol.datagram_received
+
+
+def _lossy_datagram_received(self, data, addr):
+    if isinstance(data, bytes) and LOSS.drop(data):
+        return
+    _datagram_received(self, data, addr)
+
+
+aioice.ice.StunProtocol.datagram_received = _lossy_datagram_received
+
+
+def video_primary_pts(sdp):
+    """Payload types of the video codecs in an SDP, without their RTX ones."""
+    pts, video = set(), False
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            video = line.startswith("m=video")
+        elif video and line.startswith("a=rtpmap:"):
+            pt, codec = line[len("a=rtpmap:"):].split(" ", 1)
+            if not codec.lower().startswith(("rtx/", "red/", "ulpfec/")):
+                pts.add(int(pt))
+    return pts
 
 WIDTH, HEIGHT = 320, 240
 BITS = 16
@@ -346,6 +398,10 @@ async def subscribe(sig, args, result):
     if offer is None:
         raise RuntimeError(f"no offer from the SFU: {result}")
     data = offer["message"]["data"]
+    if args.drop_video_every:
+        LOSS.every = args.drop_video_every
+        LOSS.pts = video_primary_pts(data["payload"]["sdp"])
+        result["lossy_pts"] = sorted(LOSS.pts)
     result["offer_sender"] = offer["message"]["sender"]
     result["offer_from"] = data.get("from")
     sid = data.get("sid")
@@ -377,6 +433,7 @@ async def subscribe(sig, args, result):
     result["audio_frames"] = audio["frames"]
     result["audio_energy"] = audio["energy"] / max(1, audio["frames"])
     result["datachannel_messages"] = len(messages)
+    result["dropped_video_packets"] = LOSS.dropped
     await pc.close()
 
 
@@ -395,6 +452,7 @@ async def main():
     p.add_argument("--turn")
     p.add_argument("--turn-user")
     p.add_argument("--turn-password")
+    p.add_argument("--drop-video-every", type=int, default=0)
     args = p.parse_args()
     result = {"role": args.role}
     async with websockets.connect(args.ws) as ws:
