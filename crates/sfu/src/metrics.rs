@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub(crate) struct Metrics {
     pub publishers: AtomicI64,
     pub subscribers: AtomicI64,
+    pub estimated_bitrate_sum: AtomicI64,
     pub udp_rx_packets: AtomicU64,
     pub udp_rx_bytes: AtomicU64,
     pub udp_tx_packets: AtomicU64,
@@ -15,6 +16,11 @@ pub(crate) struct Metrics {
     pub udp_ignored_packets: AtomicU64,
     pub tcp_rx_frames: AtomicU64,
     pub media_forwarded: AtomicU64,
+    pub audio_frames_forwarded: AtomicU64,
+    pub audio_bytes_forwarded: AtomicU64,
+    pub video_frames_forwarded: AtomicU64,
+    pub video_bytes_forwarded: AtomicU64,
+    pub layer_switches: AtomicU64,
     pub channel_messages_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub nacks_received: AtomicU64,
@@ -34,7 +40,7 @@ pub(crate) fn gauge(g: &AtomicI64, d: i64) {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &AtomicI64); 2] = [
+        let gauges: [(&str, &str, &AtomicI64); 3] = [
             (
                 "hpb_sfu_publishers",
                 "Published streams on this SFU.",
@@ -45,6 +51,11 @@ impl Metrics {
                 "Subscriptions on this SFU.",
                 &self.subscribers,
             ),
+            (
+                "hpb_sfu_subscriber_estimated_bitrate_bps_sum",
+                "Sum over subscriptions of the bitrate their link is estimated to take (TWCC or REMB; divide by hpb_sfu_subscribers for the mean).",
+                &self.estimated_bitrate_sum,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(
@@ -53,7 +64,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -88,6 +99,31 @@ impl Metrics {
                 "hpb_sfu_media_forwarded_total",
                 "Media frames written to subscribers.",
                 &self.media_forwarded,
+            ),
+            (
+                "hpb_sfu_audio_frames_forwarded_total",
+                "Audio frames written to subscribers.",
+                &self.audio_frames_forwarded,
+            ),
+            (
+                "hpb_sfu_audio_bytes_forwarded_total",
+                "Audio payload bytes written to subscribers.",
+                &self.audio_bytes_forwarded,
+            ),
+            (
+                "hpb_sfu_video_frames_forwarded_total",
+                "Video frames written to subscribers.",
+                &self.video_frames_forwarded,
+            ),
+            (
+                "hpb_sfu_video_bytes_forwarded_total",
+                "Video payload bytes written to subscribers.",
+                &self.video_bytes_forwarded,
+            ),
+            (
+                "hpb_sfu_layer_switches_total",
+                "Simulcast layer switches of subscriber tracks (on request or following the subscriber's bandwidth estimate).",
+                &self.layer_switches,
             ),
             (
                 "hpb_sfu_channel_messages_forwarded_total",

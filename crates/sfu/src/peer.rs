@@ -7,13 +7,15 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use hpb_proto::mcu::StreamType;
+use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
 use str0m::channel::{ChannelData, ChannelId};
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid, Rid};
 use str0m::{Event, Input, Output, Rtc};
 
-use crate::metrics::{Metrics, inc};
+use crate::bwe::{Estimate, LayerRates, best_fitting};
+use crate::metrics::{Metrics, gauge, inc};
 use crate::net::Net;
 use crate::recovery::{NackTally, rtp_ssrc};
 
@@ -57,6 +59,8 @@ pub(crate) struct TrackIn {
     pub layer_seen: Vec<(Rid, Instant)>,
     /// The last keyframe request per layer (`None`: the track without simulcast).
     pub last_keyframe_request: Vec<(Option<Rid>, Instant)>,
+    /// The rate each layer arrives at.
+    pub rates: LayerRates,
 }
 
 impl TrackIn {
@@ -68,6 +72,7 @@ impl TrackIn {
             rids,
             layer_seen: Vec::new(),
             last_keyframe_request: Vec::new(),
+            rates: LayerRates::default(),
         }
     }
 
@@ -93,6 +98,30 @@ impl TrackIn {
     /// The layer a viewer wanting `substream` gets now (see `pick_rid`).
     pub fn choose_layer(&self, substream: Option<u8>, now: Instant) -> Option<Rid> {
         crate::worker::pick_rid(&self.rids, substream, |r| self.layer_active(r, now))
+    }
+
+    /// Like [`TrackIn::choose_layer`], for a viewer whose link takes `budget` bits/s of
+    /// video (`None`: not known) and that gets layer `current` now: the best layer being
+    /// sent, up to the selected one, that fits the budget (the lowest sent when none does).
+    pub fn choose_layer_within(
+        &self,
+        substream: Option<u8>,
+        now: Instant,
+        budget: Option<u64>,
+        current: Option<Rid>,
+    ) -> Option<Rid> {
+        let wanted = self.choose_layer(substream, now)?;
+        let Some(budget) = budget else {
+            return Some(wanted);
+        };
+        let top = self.rids.iter().position(|r| *r == wanted)?;
+        let sent = self.rids[..=top]
+            .iter()
+            .rev()
+            .copied()
+            .filter(|r| self.layer_active(*r, now));
+        let rank = |r: Rid| self.rids.iter().position(|x| *x == r).unwrap_or(0);
+        best_fitting(sent, &self.rates, budget, current, rank).or(Some(wanted))
     }
 
     /// Whether a keyframe may be asked for on layer `rid` now (at most once per
@@ -225,6 +254,8 @@ pub(crate) struct Peer {
     pub nacks_in: NackTally,
     /// NACKs sent per incoming stream (publishers) so far.
     pub nacks_out: NackTally,
+    /// What this subscriber's link is estimated to take.
+    pub estimate: Estimate,
 }
 
 /// Run `f` on the peer's `Rtc`, turning a panic into [`PeerFailure::Panic`].
@@ -329,6 +360,21 @@ impl Peer {
                         Event::MediaEgressStats(st) => {
                             let d = self.nacks_in.delta(st.mid, st.rid, st.nacks);
                             inc(&metrics.nacks_received, d);
+                            continue;
+                        }
+                        Event::EgressBitrateEstimate(kind) => {
+                            let before = self.estimate.bps();
+                            match kind {
+                                BweKind::Twcc { estimate, .. } => {
+                                    self.estimate.set_twcc(estimate.as_u64())
+                                }
+                                BweKind::Remb { estimate, .. } => {
+                                    self.estimate.remb = Some(estimate.as_u64())
+                                }
+                                _ => {}
+                            }
+                            let d = self.estimate.bps() as i64 - before as i64;
+                            gauge(&metrics.estimated_bitrate_sum, d);
                             continue;
                         }
                         Event::MediaIngressStats(st) => {

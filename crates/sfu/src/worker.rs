@@ -467,6 +467,7 @@ impl Worker {
             self.close_peer(id, "ICE timeout: nothing received", true);
         }
         due.extend(self.send_rembs(now));
+        due.extend(self.set_desired_bitrates(now));
         for id in &due {
             if let Some(p) = self.peers.get_mut(id)
                 && let Err(e) = p.handle_input(Input::Timeout(now))
@@ -534,6 +535,49 @@ impl Worker {
         sent
     }
 
+    /// Tell each subscriber's bandwidth estimator what it should be able to carry (the top
+    /// layer of every video track it gets, plus audio), so str0m probes up to it after the
+    /// estimate fell; at most every REMB interval. Returns the subscribers to poll.
+    fn set_desired_bitrates(&mut self, now: Instant) -> Vec<PeerId> {
+        let mut wants = Vec::new();
+        for p in self.peers.values() {
+            let Role::Subscriber(s) = &p.role else {
+                continue;
+            };
+            if !p.connected || now < p.next_remb {
+                continue;
+            }
+            let Some(Role::Publisher(pb)) = self.peers.get(&s.publisher).map(|x| &x.role) else {
+                continue;
+            };
+            let video: u64 = pb
+                .tracks
+                .iter()
+                .filter(|t| {
+                    t.kind == MediaKind::Video && s.tracks.iter().any(|o| o.source == t.mid)
+                })
+                .map(|t| t.rates.max_bps())
+                .sum();
+            if video > 0 {
+                wants.push((p.id, video + 64_000));
+            }
+        }
+        let mut polled = Vec::new();
+        for (id, bps) in wants {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            p.next_remb = now + REMB_INTERVAL;
+            // Some headroom over the measured rate, as rates vary frame to frame.
+            let desired = Bitrate::bps(bps + bps / 4);
+            match guarded(&mut p.rtc, |rtc| rtc.bwe().set_desired_bitrate(desired)) {
+                Ok(()) => polled.push(id),
+                Err(e) => self.fail_peer(id, e),
+            }
+        }
+        polled
+    }
+
     /// Poll the given peers, act on their events, and repeat for the peers that touched.
     fn drive(&mut self, mut ids: Vec<PeerId>, net: &Net) {
         // Bounded: events of one round (e.g. media → subscribers) cause at most a few more.
@@ -585,6 +629,10 @@ impl Worker {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        gauge(
+            &self.metrics.estimated_bitrate_sum,
+            -(peer.estimate.bps() as i64),
+        );
         info!(peer = id, session = %peer.session, publisher = %peer.publisher, stream = peer.stream.as_str(), reason, "closing peer");
         self.by_ufrag.remove(&peer.ufrag);
         // close() queues the goodbyes (RTCP BYE, DTLS close_notify) and drain_closing sends

@@ -98,6 +98,9 @@ impl Worker {
         let _ = reply.send(out);
     }
 
+    /// A str0m instance with our ICE credentials and certificate; `codecs` for a
+    /// subscriber (the publisher's), which also gets send-side bandwidth estimation (TWCC)
+    /// so that its layers follow what its link takes.
     pub(super) fn new_rtc(&self, codecs: Option<CodecConfig>) -> (Rtc, String) {
         let ufrag = random_string(8);
         let mut cfg = Rtc::builder()
@@ -111,6 +114,7 @@ impl Worker {
             });
         if let Some(c) = codecs {
             *cfg.codec_config() = c;
+            cfg = cfg.enable_bwe(Some(Bitrate::bps(crate::bwe::INITIAL_ESTIMATE_BPS)));
         }
         (cfg.build(Instant::now()), ufrag)
     }
@@ -277,6 +281,7 @@ impl Worker {
             rtx_ssrcs: Vec::new(),
             nacks_in: Default::default(),
             nacks_out: Default::default(),
+            estimate: Default::default(),
         });
         info!(peer = id, %session, stream = stream.as_str(), "publisher created");
         let mut dirty = vec![id];
@@ -469,6 +474,7 @@ impl Worker {
             rtx_ssrcs: Vec::new(),
             nacks_in: Default::default(),
             nacks_out: Default::default(),
+            estimate: Default::default(),
         });
         self.selections.insert(id, selection);
         info!(peer = id, %subscriber, %publisher, stream = stream.as_str(), sid = %new_sid, "subscriber created");

@@ -171,6 +171,7 @@ impl Worker {
         };
         if let Some(rid) = data.rid {
             track.saw_layer(rid, now);
+            track.rates.add(rid, data.data.len(), now);
         }
         let kind = track.kind;
         let subscribers = p.subscribers.clone();
@@ -192,13 +193,28 @@ impl Worker {
             if wanted_kind == Some(false) {
                 continue;
             }
+            // The subscriber's budget and current layer decide among the layers sent.
+            let (budget, current) = match self.peers.get(&sub_id) {
+                Some(Peer {
+                    role: Role::Subscriber(s),
+                    estimate,
+                    ..
+                }) => (
+                    estimate.video_budget(),
+                    s.tracks
+                        .iter()
+                        .find(|t| t.source == data.mid)
+                        .and_then(|t| t.layer),
+                ),
+                _ => (None, None),
+            };
             let target = match (data.rid, self.peers.get(&pub_id)) {
                 (Some(_), Some(pp)) => match &pp.role {
                     Role::Publisher(p) => p
                         .tracks
                         .iter()
                         .find(|t| t.mid == data.mid)
-                        .and_then(|t| t.choose_layer(substream, now)),
+                        .and_then(|t| t.choose_layer_within(substream, now, budget, current)),
                     Role::Subscriber(_) => None,
                 },
                 _ => None,
@@ -246,11 +262,25 @@ impl Worker {
             match written {
                 Ok(Ok(true)) => {
                     if out.layer != data.rid {
-                        debug!(peer = sub_id, mid = %out_mid, from = ?out.layer, to = ?data.rid, "simulcast layer switch");
+                        debug!(peer = sub_id, mid = %out_mid, from = ?out.layer, to = ?data.rid, budget = ?sub.estimate.video_budget(), "simulcast layer switch");
+                        if out.layer.is_some() {
+                            inc(&self.metrics.layer_switches, 1);
+                        }
                         out.layer = data.rid;
                     }
                     out.timeline = timeline;
                     inc(&self.metrics.media_forwarded, 1);
+                    let bytes = data.data.len() as u64;
+                    match kind {
+                        MediaKind::Audio => {
+                            inc(&self.metrics.audio_frames_forwarded, 1);
+                            inc(&self.metrics.audio_bytes_forwarded, bytes);
+                        }
+                        MediaKind::Video => {
+                            inc(&self.metrics.video_frames_forwarded, 1);
+                            inc(&self.metrics.video_bytes_forwarded, bytes);
+                        }
+                    }
                     dirty.push(sub_id);
                 }
                 Ok(Ok(false)) => {}

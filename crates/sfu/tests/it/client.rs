@@ -42,6 +42,7 @@ pub struct Client {
     history: Vec<ClientEvent>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     keyframe: mpsc::UnboundedSender<()>,
+    remb: mpsc::UnboundedSender<u64>,
     /// RTP datagrams from the SFU this client threw away on purpose (simulated loss).
     dropped: Arc<AtomicU64>,
     layers: SentLayers,
@@ -59,6 +60,12 @@ impl Client {
     /// Make this (subscriber) client send a PLI on its video tracks.
     pub fn request_keyframe(&self) {
         let _ = self.keyframe.send(());
+    }
+
+    /// Make this (subscriber) client report a receive estimate of `bps` with REMB on its
+    /// video tracks, like a browser whose link got smaller.
+    pub fn send_remb(&self, bps: u64) {
+        let _ = self.remb.send(bps);
     }
 
     /// Make this (simulcast publisher) client send only these layers from now on.
@@ -503,7 +510,13 @@ fn layer_ts_base(layer: &str) -> u64 {
 pub fn video_frame(n: u64, layer: &str) -> Vec<u8> {
     let mut f = vec![0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
     f.extend_from_slice(format!("VIDEO-{layer}{n}-").as_bytes());
-    f.resize(1800, 0xab);
+    // Simulcast layers at different rates (25 fps: l 120, m 240, h or none 360 kbit/s).
+    let size = match layer {
+        "l" => 600,
+        "m" => 1200,
+        _ => 1800,
+    };
+    f.resize(size, 0xab);
     f
 }
 
@@ -522,6 +535,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
     let (tx, events) = mpsc::unbounded_channel();
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let (keyframe, keyframe_rx) = mpsc::unbounded_channel();
+    let (remb, remb_rx) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let layers = sending.layers.clone();
     tokio::spawn(run(
@@ -532,6 +546,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
         tx,
         stop_rx,
         keyframe_rx,
+        remb_rx,
         dropped.clone(),
     ));
     Client {
@@ -539,6 +554,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
         history: Vec::new(),
         stop: Some(stop),
         keyframe,
+        remb,
         dropped,
         layers,
     }
@@ -553,6 +569,7 @@ async fn run(
     tx: mpsc::UnboundedSender<ClientEvent>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     mut keyframe: mpsc::UnboundedReceiver<()>,
+    mut remb: mpsc::UnboundedReceiver<u64>,
     dropped: Arc<AtomicU64>,
 ) {
     let mut rtp_seen: u64 = 0;
@@ -692,6 +709,14 @@ async fn run(
         let wake = wake.max(Instant::now() + Duration::from_millis(1));
         tokio::select! {
             _ = &mut stop => return,
+            Some(bps) = remb.recv() => {
+                let mut api = rtc.direct_api();
+                for mid in &video_in {
+                    if let Some(rx) = api.stream_rx_by_mid(*mid, None) {
+                        rx.request_remb(str0m::bwe::Bitrate::bps(bps));
+                    }
+                }
+            }
             Some(()) = keyframe.recv() => {
                 for mid in &video_in {
                     if let Some(mut w) = rtc.writer(*mid) {

@@ -511,3 +511,33 @@ async fn a_silent_layer_is_left_and_taken_again_when_it_returns() {
     publisher.send_layers(&["l", "m", "h"]);
     expect_continuous_switch_to(&mut bob, b'h', &mut last).await;
 }
+
+/// A viewer is never fed more than its link takes: with no selection it gets the best
+/// layer that fits its receive estimate (here the REMB it sends: 250 kbit/s fits only the
+/// 120 kbit/s layer, 400 kbit/s the 240 kbit/s one), and goes back up when the estimate
+/// grows. The switches are counted in the metrics, with the estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_follow_the_subscribers_bandwidth_estimate() {
+    let (sfu, _events) = start().await;
+    let (pending, offer) =
+        client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m", "h"]).await;
+    let _publisher = publish_offer(&sfu, pending, offer).await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_layer(&mut bob, b'h', "by default the high layer").await;
+    bob.send_remb(250_000);
+    expect_layer(&mut bob, b'l', "an estimate of 250 kbit/s").await;
+    bob.send_remb(400_000);
+    expect_layer(&mut bob, b'm', "an estimate of 400 kbit/s").await;
+    bob.send_remb(10_000_000);
+    expect_layer(&mut bob, b'h', "a large estimate").await;
+    assert!(
+        metric(&sfu, "hpb_sfu_layer_switches_total") >= 3,
+        "{}",
+        sfu.metrics()
+    );
+    assert!(metric(&sfu, "hpb_sfu_video_frames_forwarded_total") > 0);
+    assert!(metric(&sfu, "hpb_sfu_subscriber_estimated_bitrate_bps_sum") > 0);
+    // An explicit selection still caps it: substream 0 with a large estimate.
+    select_substream(&sfu, 0).await;
+    expect_layer(&mut bob, b'l', "substream 0").await;
+}
