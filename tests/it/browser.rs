@@ -135,12 +135,13 @@ fn driver() -> String {
 /// limit on legacy simulcast layers for small frames on (it sends two of the three layers
 /// announced at 640x360), as for Talk users; off, all three are sent.
 async fn call_in_chromium(simulcast: &str, layer_limit: bool) -> Value {
-    call_with(simulcast, layer_limit, false).await
+    call_with(simulcast, layer_limit, false, false).await
 }
 
 /// `ice_tcp`: hpb also has its public TLS port (a self-signed certificate), which the SFU
 /// announces as its passive ICE-TCP candidate, and the pages use only TCP candidates.
-async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool) -> Value {
+/// `temporal`: the driver also measures the frame rate at temporal layer 0 and 2.
+async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool, temporal: bool) -> Value {
     let nc = FakeNextcloud::start().await;
     nc.add_public_room("call");
     let dir = std::env::temp_dir().join(format!(
@@ -163,6 +164,7 @@ async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool) -> Value {
     let hpb = Hpb::start(&free_config(&nc, &extra)).await;
     let config = json!({
         "iceTcp": ice_tcp,
+        "temporal": temporal,
         "ws": hpb.ws_url(),
         "backend": nc.backend_url(),
         "room": "call",
@@ -353,9 +355,40 @@ async fn run(name: &str, simulcast: &str) -> Option<Value> {
 }
 
 /// Simulcast as `sendEncodings` with rids low / medium / high (the way Firefox publishes).
+/// Chromium encodes each VP8 layer with three temporal layers (L1T3): `selectStream` with
+/// `temporal: 0` leaves only the base layer, a quarter of the frames, and `temporal: 2`
+/// brings them all back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_chromium_rid_simulcast_with_select_stream() {
-    run("exclusive_chromium_rid_simulcast_with_select_stream", "rid").await;
+    let name = "exclusive_chromium_rid_simulcast_with_select_stream";
+    let only_loopback = match place(&format!("browser::{name}")).await {
+        Place::Done => return,
+        Place::OwnNetns => true,
+        Place::Machine => false,
+    };
+    let r = call_with("rid", false, false, true).await;
+    check(&r, only_loopback);
+    let modes: Vec<&str> = r["publisher"]["outbound"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o["scalabilityMode"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let t = &r["temporal"];
+    let (base, all) = (
+        t["base"].as_f64().unwrap_or(0.0),
+        t["all"].as_f64().unwrap_or(0.0),
+    );
+    eprintln!("temporal layers {modes:?}: {base:.1} fps at temporal 0, {all:.1} fps at 2");
+    if modes.iter().any(|m| m.ends_with("T3") || m.ends_with("T2")) {
+        assert!(base > 0.0, "the base temporal layer still plays: {t}");
+        assert!(
+            base < all * 0.7,
+            "temporal 0 forwards fewer frames than temporal 2 ({base:.1} vs {all:.1} fps): {r:#}"
+        );
+    }
 }
 
 /// Talk on Chromium with a camera below 960x540: the offer announces three SIM layers but
@@ -415,7 +448,7 @@ async fn exclusive_chromium_over_ice_tcp_on_the_shared_port() {
         Place::OwnNetns => true,
         Place::Machine => false,
     };
-    let r = call_with("rid", false, true).await;
+    let r = call_with("rid", false, true, false).await;
     check(&r, only_loopback);
     let public = r["hpbStdout"]
         .as_str()

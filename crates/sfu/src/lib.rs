@@ -50,6 +50,7 @@ mod peer;
 mod recovery;
 mod sdp;
 mod stun;
+mod temporal;
 mod worker;
 
 /// The SFU's own parsers of client input, public only for the fuzz targets in `fuzz/`; not

@@ -166,6 +166,8 @@ pub(crate) struct TrackOut {
     pub layer: Option<Rid>,
     /// One continuous outgoing RTP timeline across layer switches.
     pub timeline: Timeline,
+    /// The highest temporal layer forwarded now ([`crate::temporal::ALL`]: all).
+    pub temporal: u8,
 }
 
 impl TrackOut {
@@ -175,6 +177,7 @@ impl TrackOut {
             source,
             layer: None,
             timeline: Timeline::default(),
+            temporal: crate::temporal::ALL,
         }
     }
 }

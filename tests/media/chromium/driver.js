@@ -7,7 +7,8 @@
 //
 //   node driver.js '<json config>'
 //   config: {ws, backend, room, simulcast: "rid" | "sim", width, height, legacyLayerLimit,
-//            iceTcp (use only the SFU's TCP candidates),
+//            iceTcp (use only the SFU's TCP candidates), temporal (measure the frame rate
+//            at temporal layer 0 and 2 after the layer switches),
 //            publisher: {user, ticket}, subscriber: {user, ticket}}
 //
 // Protocol on stdout: {"ready": {"publisher": ID, "subscriber": ID}} once both pages have
@@ -118,6 +119,27 @@ async function switchLayer(sub, substream, fits) {
   };
 }
 
+// Frames decoded per second over `ms`.
+async function fps(sub, ms) {
+  const a = decoded(await sub.evaluate(() => window.talk.stats()));
+  const t = Date.now();
+  await sleep(ms);
+  const b = decoded(await sub.evaluate(() => window.talk.stats()));
+  return ((b - a) * 1000) / (Date.now() - t);
+}
+
+// selectStream's temporal layer on the top substream: the decoded frame rate with only the
+// base temporal layer, then with all three again.
+async function temporalStep(sub) {
+  await sub.evaluate(() => window.talk.selectStream(2, 0));
+  await sleep(1500);
+  const base = await fps(sub, 2500);
+  await sub.evaluate(() => window.talk.selectStream(2, 2));
+  await sleep(1500);
+  const all = await fps(sub, 2500);
+  return { base, all };
+}
+
 async function main() {
   const server = await serve();
   const base = `http://127.0.0.1:${server.address().port}`;
@@ -202,6 +224,9 @@ async function main() {
       result.low = await switchLayer(sub, 0, (w) => w > 0 && w <= top * 0.3);
       result.medium = await switchLayer(sub, 1, (w) => w >= top * 0.4 && w <= top * 0.6);
       result.high = await switchLayer(sub, 2, (w) => w >= top * 0.9);
+      if (config.temporal) {
+        result.temporal = await temporalStep(sub);
+      }
     }
     const dc = await waitStats(
       sub,

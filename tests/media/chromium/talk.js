@@ -445,6 +445,7 @@ class Call {
           ssrc: s.ssrc,
           frameWidth: s.frameWidth || 0,
           framesEncoded: s.framesEncoded || 0,
+          scalabilityMode: s.scalabilityMode || null,
           active: s.active,
           qualityLimitationReason: s.qualityLimitationReason,
         });

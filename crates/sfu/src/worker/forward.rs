@@ -183,9 +183,11 @@ impl Worker {
         // A codec whose keyframes str0m cannot tell: any frame may start a layer.
         let starts_layer = data.is_keyframe() || matches!(data.codec_extra, CodecExtra::None);
         let clock_hz = data.time.frequency().get();
+        let frame_layer = crate::temporal::frame_layer(&data.codec_extra);
         let ts = data.time.numer() as u32;
         for sub_id in subscribers {
             let substream = self.selections.get(&sub_id).and_then(|s| s.substream);
+            let temporal = self.selections.get(&sub_id).and_then(|s| s.temporal);
             let wanted_kind = self.selections.get(&sub_id).and_then(|s| match kind {
                 MediaKind::Audio => s.audio,
                 MediaKind::Video => s.video,
@@ -242,6 +244,19 @@ impl Worker {
                         continue;
                     }
                     timeline.switch(ts, data.network_time, clock_hz);
+                }
+            }
+            // Temporal layers above the selection are left out.
+            if let Some((layer, sync)) = frame_layer {
+                let before = out.temporal;
+                if !crate::temporal::admit(&mut out.temporal, temporal, layer, sync, starts_layer) {
+                    if temporal.is_none_or(|t| t > before)
+                        && crate::temporal::up_needs_keyframe(&data.codec_extra)
+                        && !want_keyframe.contains(&data.rid)
+                    {
+                        want_keyframe.push(data.rid);
+                    }
+                    continue;
                 }
             }
             let out_mid = out.mid;
