@@ -169,6 +169,42 @@ pub enum McuEvent {
         publisher: String,
         stream: StreamType,
     },
+    /// Janus' `media` event: a publisher's audio or video started or stopped arriving
+    /// (stopped: nothing for a second, e.g. a muted camera or a stalled uplink).
+    MediaReceiving {
+        session: String,
+        stream: StreamType,
+        kind: MediaKind,
+        receiving: bool,
+    },
+    /// Janus' `slowlink` event: the connection of `session` (its publisher when `publisher`
+    /// == `session`, else its subscription to `publisher`) is losing packets: `nacks`
+    /// retransmission requests in the last second, on the client's uplink (`uplink`:
+    /// packets from it get lost) or downlink.
+    SlowLink {
+        session: String,
+        publisher: String,
+        stream: StreamType,
+        uplink: bool,
+        nacks: u64,
+    },
+}
+
+/// The kind of a media track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
 }
 
 #[cfg(test)]

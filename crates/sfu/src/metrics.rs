@@ -21,6 +21,7 @@ pub(crate) struct Metrics {
     pub video_frames_forwarded: AtomicU64,
     pub video_bytes_forwarded: AtomicU64,
     pub layer_switches: AtomicU64,
+    pub slow_links: AtomicU64,
     pub channel_messages_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub nacks_received: AtomicU64,
@@ -64,7 +65,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -124,6 +125,11 @@ impl Metrics {
                 "hpb_sfu_layer_switches_total",
                 "Simulcast layer switches of subscriber tracks (on request or following the subscriber's bandwidth estimate).",
                 &self.layer_switches,
+            ),
+            (
+                "hpb_sfu_slow_links_total",
+                "Connections reported as slow (Janus' slowlink: many NACKs in a second).",
+                &self.slow_links,
             ),
             (
                 "hpb_sfu_channel_messages_forwarded_total",

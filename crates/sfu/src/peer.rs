@@ -26,12 +26,27 @@ pub(crate) type PeerId = u64;
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Ev {
     Connected,
-    MediaAdded { mid: Mid, kind: MediaKind },
+    MediaAdded {
+        mid: Mid,
+        kind: MediaKind,
+    },
     Media(MediaData),
     KeyframeRequest(KeyframeRequest),
     ChannelOpen(ChannelId, String),
     ChannelData(ChannelData),
+    /// Many NACKs in the last stats interval (Janus' `slowlink`).
+    SlowLink {
+        uplink: bool,
+        nacks: u64,
+    },
 }
+
+/// NACKs per stats interval (one second) from which a link counts as slow (what Janus
+/// deployments commonly set as `slowlink_threshold`).
+pub(crate) const SLOW_LINK_NACKS: u64 = 4;
+
+/// At most one slow-link report per peer in this time.
+const SLOW_LINK_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a peer must be closed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +76,9 @@ pub(crate) struct TrackIn {
     pub last_keyframe_request: Vec<(Option<Rid>, Instant)>,
     /// The rate each layer arrives at.
     pub rates: LayerRates,
+    /// Media arrives (Janus' `media` `receiving`), and when the last frame did.
+    pub receiving: bool,
+    pub last_frame: Option<Instant>,
 }
 
 impl TrackIn {
@@ -73,6 +91,8 @@ impl TrackIn {
             layer_seen: Vec::new(),
             last_keyframe_request: Vec::new(),
             rates: LayerRates::default(),
+            receiving: false,
+            last_frame: None,
         }
     }
 
@@ -259,6 +279,8 @@ pub(crate) struct Peer {
     pub nacks_out: NackTally,
     /// What this subscriber's link is estimated to take.
     pub estimate: Estimate,
+    /// No slow-link report before this.
+    pub next_slow_link: Instant,
 }
 
 /// Run `f` on the peer's `Rtc`, turning a panic into [`PeerFailure::Panic`].
@@ -279,6 +301,17 @@ impl Peer {
             Role::Subscriber(s) => Some(s),
             Role::Publisher(_) => None,
         }
+    }
+
+    /// A slow-link report for `nacks` NACKs in the last interval, if that is many and none
+    /// was made lately.
+    fn slow_link(&mut self, nacks: u64, uplink: bool) -> Option<Ev> {
+        let now = Instant::now();
+        if nacks < SLOW_LINK_NACKS || now < self.next_slow_link {
+            return None;
+        }
+        self.next_slow_link = now + SLOW_LINK_EVERY;
+        Some(Ev::SlowLink { uplink, nacks })
     }
 
     /// Learn the RTX SSRCs str0m declared for this subscriber's tracks (after an answer).
@@ -363,7 +396,10 @@ impl Peer {
                         Event::MediaEgressStats(st) => {
                             let d = self.nacks_in.delta(st.mid, st.rid, st.nacks);
                             inc(&metrics.nacks_received, d);
-                            continue;
+                            match self.slow_link(d, false) {
+                                Some(ev) => ev,
+                                None => continue,
+                            }
                         }
                         Event::EgressBitrateEstimate(kind) => {
                             let before = self.estimate.bps();
@@ -383,7 +419,10 @@ impl Peer {
                         Event::MediaIngressStats(st) => {
                             let d = self.nacks_out.delta(st.mid, st.rid, st.nacks);
                             inc(&metrics.nacks_sent, d);
-                            continue;
+                            match self.slow_link(d, true) {
+                                Some(ev) => ev,
+                                None => continue,
+                            }
                         }
                         _ => continue,
                     };

@@ -41,6 +41,10 @@ pub(crate) const SUBSCRIBER_CHANNEL: &str = "JanusDataChannel";
 /// How often a publisher is reminded of its bitrate cap.
 const REMB_INTERVAL: Duration = Duration::from_secs(2);
 
+/// A publisher track without a frame for this long is reported as not receiving (Janus'
+/// `no_media_timer` is one second).
+const MEDIA_IDLE: Duration = Duration::from_secs(1);
+
 /// Most datagrams read in one wake-up before timers and commands get their turn.
 const RECV_BATCH: usize = 64;
 
@@ -466,6 +470,7 @@ impl Worker {
         for id in idle {
             self.close_peer(id, "ICE timeout: nothing received", true);
         }
+        self.notice_idle_media(now);
         due.extend(self.send_rembs(now));
         due.extend(self.set_desired_bitrates(now));
         for id in &due {
@@ -533,6 +538,30 @@ impl Worker {
             self.fail_peer(id, PeerFailure::Panic);
         }
         sent
+    }
+
+    /// Publisher tracks that stopped delivering frames: Janus' `media` `receiving: false`.
+    fn notice_idle_media(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            let Role::Publisher(state) = &mut p.role else {
+                continue;
+            };
+            for t in &mut state.tracks {
+                let idle = t
+                    .last_frame
+                    .is_some_and(|at| now.saturating_duration_since(at) > MEDIA_IDLE);
+                if t.receiving && idle {
+                    t.receiving = false;
+                    debug!(peer = p.id, mid = %t.mid, "no media for a while");
+                    let _ = self.events.send(McuEvent::MediaReceiving {
+                        session: p.session.clone(),
+                        stream: p.stream,
+                        kind: forward::mcu_kind(t.kind),
+                        receiving: false,
+                    });
+                }
+            }
+        }
     }
 
     /// Tell each subscriber's bandwidth estimator what it should be able to carry (the top

@@ -1194,6 +1194,28 @@ impl Hub {
                         .remove(&(Arc::from(publisher.as_str()), stream));
                 }
             }
+            McuEvent::MediaReceiving {
+                session,
+                stream,
+                kind,
+                receiving,
+            } => {
+                tracing::info!(session = %session, stream = stream.as_str(), kind = kind.as_str(), receiving, "publisher media");
+            }
+            McuEvent::SlowLink {
+                session,
+                publisher,
+                stream,
+                uplink,
+                nacks,
+            } => {
+                let direction = if uplink {
+                    "packets from the client are lost"
+                } else {
+                    "packets to the client are lost"
+                };
+                tracing::info!(session = %session, publisher = %publisher, stream = stream.as_str(), nacks, "slow link: {direction}");
+            }
         }
     }
 }

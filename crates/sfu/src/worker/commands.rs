@@ -282,6 +282,7 @@ impl Worker {
             nacks_in: Default::default(),
             nacks_out: Default::default(),
             estimate: Default::default(),
+            next_slow_link: now,
         });
         info!(peer = id, %session, stream = stream.as_str(), "publisher created");
         let mut dirty = vec![id];
@@ -475,6 +476,7 @@ impl Worker {
             nacks_in: Default::default(),
             nacks_out: Default::default(),
             estimate: Default::default(),
+            next_slow_link: now,
         });
         self.selections.insert(id, selection);
         info!(peer = id, %subscriber, %publisher, stream = stream.as_str(), sid = %new_sid, "subscriber created");

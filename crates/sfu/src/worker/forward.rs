@@ -45,6 +45,20 @@ impl Worker {
                     }
                 }
                 Ev::ChannelData(d) => self.forward_channel(id, &d.data, d.binary, &mut dirty),
+                Ev::SlowLink { uplink, nacks } => {
+                    let Some(p) = self.peers.get(&id) else {
+                        continue;
+                    };
+                    inc(&self.metrics.slow_links, 1);
+                    info!(peer = id, session = %p.session, publisher = %p.publisher, uplink, nacks, "slow link: many packets lost");
+                    let _ = self.events.send(McuEvent::SlowLink {
+                        session: p.session.clone(),
+                        publisher: p.publisher.clone(),
+                        stream: p.stream,
+                        uplink,
+                        nacks,
+                    });
+                }
             }
         }
         dirty
@@ -172,6 +186,16 @@ impl Worker {
         if let Some(rid) = data.rid {
             track.saw_layer(rid, now);
             track.rates.add(rid, data.data.len(), now);
+        }
+        track.last_frame = Some(now);
+        if !track.receiving {
+            track.receiving = true;
+            let _ = self.events.send(McuEvent::MediaReceiving {
+                session: publisher.session.clone(),
+                stream: publisher.stream,
+                kind: mcu_kind(track.kind),
+                receiving: true,
+            });
         }
         let kind = track.kind;
         let subscribers = p.subscribers.clone();
@@ -424,5 +448,12 @@ impl Worker {
             Ok(None) => {}
             Err(e) => self.fail_peer(pub_id, e),
         }
+    }
+}
+
+pub(super) fn mcu_kind(kind: MediaKind) -> hpb_proto::mcu::MediaKind {
+    match kind {
+        MediaKind::Audio => hpb_proto::mcu::MediaKind::Audio,
+        MediaKind::Video => hpb_proto::mcu::MediaKind::Video,
     }
 }

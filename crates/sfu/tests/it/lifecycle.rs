@@ -413,3 +413,28 @@ async fn publisher_offers_with_unusable_ice_or_dtls_attributes_are_refused_by_na
     assert!(e.message.contains("a=ice-pwd"), "{}", e.message);
     assert!(sfu.metrics().contains("hpb_sfu_publishers 0\n"));
 }
+
+/// Janus' `media` events: a publisher's audio and video are reported as arriving once they
+/// do, and as stopped a second after they stop (here: the client vanishes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_receiving_is_reported_on_and_off() {
+    use hpb_proto::mcu::MediaKind;
+    use hpb_sfu::McuEvent;
+    let (sfu, mut events) = start().await;
+    let publisher = publish(&sfu, "alice").await;
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        event(&mut events, "media receiving", |e| {
+            matches!(e, McuEvent::MediaReceiving { session, kind: k, receiving: true, .. }
+                if session == "alice" && *k == kind)
+        })
+        .await;
+    }
+    drop(publisher);
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        event(&mut events, "media stopped", |e| {
+            matches!(e, McuEvent::MediaReceiving { session, kind: k, receiving: false, .. }
+                if session == "alice" && *k == kind)
+        })
+        .await;
+    }
+}

@@ -75,14 +75,14 @@ fn without_rtx(sdp: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_packets_are_nacked_and_retransmitted() {
-    let (sfu, _events) = start().await;
+    let (sfu, mut events) = start().await;
     let _publisher = publish(&sfu, "alice").await;
-    loss_is_recovered(&sfu).await;
+    loss_is_recovered(&sfu, &mut events).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_get_rtx_even_when_the_publisher_has_none() {
-    let (sfu, _events) = start().await;
+    let (sfu, mut events) = start().await;
     let (pending, offer) = client::publisher_offer(true, true, false).await;
     let offer = without_rtx(&offer);
     assert!(!offer.contains("rtx/"), "{offer}");
@@ -103,11 +103,15 @@ async fn subscribers_get_rtx_even_when_the_publisher_has_none() {
         "the publisher link has no RTX: {sdp}"
     );
     let _publisher = pending.accept_answer(&sdp);
-    loss_is_recovered(&sfu).await;
+    loss_is_recovered(&sfu, &mut events).await;
 }
 
-/// bob subscribes to alice over a lossy link and still gets (nearly) every frame.
-async fn loss_is_recovered(sfu: &Sfu) {
+/// bob subscribes to alice over a lossy link and still gets (nearly) every frame; the SFU
+/// reports bob's downlink as slow (Janus' `slowlink`).
+async fn loss_is_recovered(
+    sfu: &Sfu,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<hpb_sfu::McuEvent>,
+) {
     let reply = sfu.request(subscribe_cmd("bob", "alice", "")).await;
     let McuReply::Offer { sdp, .. } = &reply else {
         panic!("{reply:?}")
@@ -146,4 +150,10 @@ async fn loss_is_recovered(sfu: &Sfu) {
         seen.len(),
         bob.dropped()
     );
+    event(events, "bob's slow link", |e| {
+        matches!(e, hpb_sfu::McuEvent::SlowLink { session, publisher, uplink: false, nacks, .. }
+            if session == "bob" && publisher == "alice" && *nacks >= 4)
+    })
+    .await;
+    assert!(metric(sfu, "hpb_sfu_slow_links_total") > 0);
 }
