@@ -20,7 +20,9 @@ pub const ALPN_TURN: &[u8] = b"stun.turn";
 /// ALPN of ACME's tls-alpn-01 validation (RFC 8737): answered by the certificate alone.
 pub const ALPN_ACME: &[u8] = b"acme-tls/1";
 
-fn load(cert: &Path, key: &Path) -> Result<CertifiedKey> {
+/// Read a PEM certificate chain and private key and check they belong together; `section`
+/// names the configuration they came from in errors.
+pub fn load(cert: &Path, key: &Path, section: &str) -> Result<CertifiedKey> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading the certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -40,7 +42,7 @@ fn load(cert: &Path, key: &Path) -> Result<CertifiedKey> {
         .context("the private key is not one rustls can sign with (RSA, ECDSA or Ed25519)")?;
     let ck = CertifiedKey::new(certs, signing);
     ck.keys_match()
-        .context("[https] certificate and key do not belong together")?;
+        .with_context(|| format!("{section} certificate and key do not belong together"))?;
     Ok(ck)
 }
 
@@ -60,7 +62,7 @@ pub struct ReloadingCert {
 
 impl ReloadingCert {
     pub fn new(cert: PathBuf, key: PathBuf) -> Result<Arc<ReloadingCert>> {
-        let ck = load(&cert, &key)?;
+        let ck = load(&cert, &key, "[https]")?;
         let seen = mtimes(&cert, &key);
         Ok(Arc::new(ReloadingCert {
             cert,
@@ -72,7 +74,7 @@ impl ReloadingCert {
 
     /// Loads the files again; on failure the old certificate stays in use.
     pub fn reload(&self, why: &str) {
-        match load(&self.cert, &self.key) {
+        match load(&self.cert, &self.key, "[https]") {
             Ok(ck) => {
                 *self.current.write() = Arc::new(ck);
                 *self.seen.write() = mtimes(&self.cert, &self.key);

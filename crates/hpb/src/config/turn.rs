@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use hpb_turn::TurnConfig;
 
 use super::resolve::{Reader, parse_listen, parse_net};
@@ -28,25 +28,11 @@ impl std::fmt::Debug for TurnSettings {
 
 /// Loads a certificate chain and private key (PEM files) into a rustls server config.
 pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading the certificate {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("the certificate {} is not valid PEM", cert.display()))?;
-    if certs.is_empty() {
-        bail!(
-            "{} holds no certificate (expected PEM \"BEGIN CERTIFICATE\")",
-            cert.display()
-        );
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the private key {} (PEM)", key.display()))?;
+    let ck = crate::tls::load(cert, key, "[tls]")?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("[tls] certificate and key do not match")?;
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck)));
     Ok(Arc::new(cfg))
 }
 
