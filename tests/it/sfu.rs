@@ -338,3 +338,42 @@ async fn lost_video_packets_are_nacked_and_recovered_with_rtx() {
         "most of the {dropped} lost packets were retransmitted (RTX sent: {rtx}): {b}\n{metrics}"
     );
 }
+
+/// IPv6 media: with `[sfu] listen_v6` the SFU has a second socket and announces it; clients
+/// whose only address is ::1 publish and subscribe over IPv6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_publish_and_subscribe_on_the_ipv6_socket() {
+    let nc = FakeNextcloud::start().await;
+    nc.add_public_room("call");
+    let hpb = Hpb::start(&free_config(
+        &nc,
+        "[sfu]\nlisten = \"127.0.0.1:0\"\nlisten_v6 = \"[::1]:0\"\n",
+    ))
+    .await;
+    let v6 = ["--ipv6".to_string()];
+    let alice = start_with(&hpb, &nc, "publish", "alice", 8, None, &v6).await;
+    let bob = start_with(
+        &hpb,
+        &nc,
+        "subscribe",
+        "bob",
+        5,
+        Some(&alice.sessionid),
+        &v6,
+    )
+    .await;
+    let (status, _, body) = nc
+        .post_room(
+            &hpb.http_url(),
+            "call",
+            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (a, b) = tokio::join!(finish(alice), finish(bob));
+    assert!(a.get("failure").is_none(), "publisher: {a}");
+    assert!(b.get("failure").is_none(), "subscriber: {b}");
+    assert_eq!(b["remote_address"], "::1", "media came over IPv6: {b}");
+    assert!(b["video_frames"].as_u64().unwrap_or(0) >= 30, "{b}");
+    assert_eq!(b["monotonic"], true, "{b}");
+}

@@ -14,6 +14,8 @@ aiortc.
 With --turn URL --turn-user U --turn-password P the media goes only through that TURN
 server (relay-only ICE, as a client behind a strict firewall).
 
+With --ipv6 the client's only ICE address is ::1 (IPv6 media).
+
 With --drop-video-every N a subscriber throws away every Nth video RTP datagram it receives
 (not retransmissions, not audio or RTCP) before aiortc sees it: forced loss, which aiortc
 reports with RTCP NACKs and the SFU repairs with RTX retransmissions.
@@ -274,6 +276,15 @@ def peer_connection(args):
     )
 
 
+def selected_remote(pc):
+    """The remote address of the pair in use."""
+    for t in pc.getTransceivers():
+        ice = t.sender.transport.transport
+        for p in (getattr(ice._connection, "_nominated", {}) or {}).values():
+            return p.remote_candidate.host
+    return None
+
+
 def selected_pair(pc):
     """The local candidate type of the pair in use ("relay" when through TURN)."""
     for t in pc.getTransceivers():
@@ -330,6 +341,7 @@ async def publish(sig, args, result, room_type="video"):
             sent += 1
     result["ice"] = pc.iceConnectionState
     result["candidate_type"] = selected_pair(pc)
+    result["remote_address"] = selected_remote(pc)
     result["frames_sent"] = video.n
     result["datachannel_sent"] = sent
     if room_type == "screen":
@@ -426,6 +438,7 @@ async def subscribe(sig, args, result):
             pass
     result["ice"] = pc.iceConnectionState
     result["candidate_type"] = selected_pair(pc)
+    result["remote_address"] = selected_remote(pc)
     result["video_frames"] = len(counters)
     result["first_counter"] = counters[0] if counters else None
     result["last_counter"] = counters[-1] if counters else None
@@ -453,7 +466,10 @@ async def main():
     p.add_argument("--turn-user")
     p.add_argument("--turn-password")
     p.add_argument("--drop-video-every", type=int, default=0)
+    p.add_argument("--ipv6", action="store_true")
     args = p.parse_args()
+    if args.ipv6:
+        aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["::1"]
     result = {"role": args.role}
     async with websockets.connect(args.ws) as ws:
         sig = Signaling(ws)
