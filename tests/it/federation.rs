@@ -629,3 +629,67 @@ async fn an_expired_token_after_a_restart_tells_the_client_to_fetch_a_new_one() 
     let reply = alice.request(federated_join(&s, &fresh)).await;
     assert_eq!(reply["type"], "room", "{reply}");
 }
+
+/// The remote hpb serves TLS with a self-signed certificate: the federated join is refused
+/// with the certificate error and a hint at `[federation] skipverify`; with it set, the
+/// join goes through.
+#[tokio::test]
+async fn skipverify_accepts_a_self_signed_remote_and_without_it_the_error_says_so() {
+    let dir = std::env::temp_dir().join(format!(
+        "hpb-federation-{}",
+        hpb_test_support::random_string(10)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).expect("write cert");
+    std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
+    let (s, _) = setup_with_remote(&format!(
+        "[https]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    let https = s
+        .remote
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("listening: https://"))
+        .map(|a| format!("https://{}", a.trim()))
+        .expect("the remote's https listener");
+    let token = federation_token(&s, "alice@local.example");
+    let join = |s: &Setup| federated_join_via(s, &token, &https);
+
+    let mut alice = TestClient::connect(s.local.addr()).await;
+    alice
+        .hello_v1(
+            &s.local_nc.backend_url(),
+            "alice",
+            &s.local_nc.ticket("alice"),
+        )
+        .await;
+    let reply = alice.request(join(&s)).await;
+    assert_eq!(error_code(&reply), "federation_error", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("certificate") && message.contains("skipverify"),
+        "{reply}"
+    );
+
+    let insecure = Hpb::start(&free_config(
+        &s.local_nc,
+        "[federation]\nskipverify = true\n",
+    ))
+    .await;
+    let mut alice = TestClient::connect(insecure.addr()).await;
+    alice
+        .hello_v1(
+            &s.local_nc.backend_url(),
+            "alice",
+            &s.local_nc.ticket("alice"),
+        )
+        .await;
+    let reply = alice.request(join(&s)).await;
+    assert_eq!(reply["type"], "room", "{reply}");
+    assert_eq!(reply["room"]["roomid"], "local-token", "{reply}");
+}

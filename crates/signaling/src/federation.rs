@@ -146,6 +146,8 @@ pub(crate) struct Target {
     /// The Talk room session id, used for every remote join.
     room_session_id: String,
     timeout: Duration,
+    /// `[federation] skipverify`: accept the remote's certificate unchecked.
+    skip_verify: bool,
 }
 
 /// The remote ids of our session there.
@@ -168,7 +170,15 @@ struct Joined {
 /// Open the WebSocket, check the `federation` feature (upgrade header and welcome).
 async fn connect(t: &Target) -> Result<Remote, Refusal> {
     let url = t.url.as_str();
-    let (mut ws, resp) = tokio::time::timeout(t.timeout, tokio_tungstenite::connect_async(url))
+    let connector = match t.skip_verify {
+        true => Some(tokio_tungstenite::Connector::Rustls(
+            crate::insecure_tls::client_config()
+                .map_err(|e| network_error(format!("TLS setup for {url}: {e}")))?,
+        )),
+        false => None,
+    };
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector);
+    let (mut ws, resp) = tokio::time::timeout(t.timeout, connecting)
         .await
         .map_err(|_| {
             network_error(format!(
@@ -176,7 +186,14 @@ async fn connect(t: &Target) -> Result<Remote, Refusal> {
                 t.timeout.as_secs()
             ))
         })?
-        .map_err(|e| network_error(format!("{url}: {e}")))?;
+        .map_err(|e| {
+            let hint = if e.to_string().contains("certificate") && !t.skip_verify {
+                " (a self-signed or internal certificate needs [federation] skipverify = true)"
+            } else {
+                ""
+            };
+            network_error(format!("{url}: {e}{hint}"))
+        })?;
     let header = resp
         .headers()
         .get(hpb_proto::checksum::HEADER_FEATURES)
@@ -268,6 +285,7 @@ impl Hub {
             local_room: local_room.to_string(),
             room_session_id: room_session_id.to_string(),
             timeout: self.cfg.federation.timeout,
+            skip_verify: self.cfg.federation.skip_verify,
         };
         let ws = connect(&target).await?;
         let Joined {

@@ -10,6 +10,7 @@ pub mod federation;
 pub mod hello;
 pub mod http_api;
 pub mod hub;
+mod insecure_tls;
 pub mod internal;
 pub mod jwt;
 pub mod mcu;
