@@ -175,6 +175,56 @@ pub struct PendingPublisher {
     layers: &'static [&'static str],
     sent_layers: &'static [&'static str],
     tcp: bool,
+    codec: &'static str,
+}
+
+/// A video-only publisher whose offer has only `codec` ("vp9", "h264" or "av1") and that
+/// sends its frames in that codec's framing.
+pub async fn publisher_offer_codec(codec: &'static str) -> (PendingPublisher, String) {
+    let (socket, addr) = bind().await;
+    let cfg = Rtc::builder()
+        .set_crypto_provider(crypto())
+        .clear_codecs()
+        .enable_opus(true, false);
+    let cfg = match codec {
+        "vp9" => cfg.enable_vp9(true),
+        "h264" => cfg.enable_h264(true),
+        _ => cfg.enable_av1(true),
+    };
+    let mut rtc = cfg.build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+    let (mut p, offer) = publisher_from(rtc, socket, addr, false, true, false, false, &[], false);
+    p.codec = codec;
+    (p, offer)
+}
+
+/// A test frame in a codec's framing: H.264 as one Annex B IDR NAL unit, AV1 as one frame
+/// OBU with its size; VP8 and VP9 as they are.
+fn in_codec(codec: &str, frame: Vec<u8>) -> Vec<u8> {
+    match codec {
+        "h264" => {
+            let mut f = vec![0, 0, 0, 1, 0x65];
+            f.extend_from_slice(&frame);
+            f
+        }
+        "av1" => {
+            // OBU_FRAME (type 6) with obu_has_size_field, then the LEB128 size.
+            let mut f = vec![(6 << 3) | 0x02];
+            let mut n = frame.len();
+            loop {
+                let b = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    f.push(b);
+                    break;
+                }
+                f.push(b | 0x80);
+            }
+            f.extend_from_slice(&frame);
+            f
+        }
+        _ => frame,
+    }
 }
 
 /// An audio+video publisher that can reach the SFU only over ICE-TCP.
@@ -279,6 +329,7 @@ fn publisher_from(
             layers: rids,
             sent_layers: rids,
             tcp,
+            codec: "",
         },
         offer.to_sdp_string(),
     )
@@ -364,6 +415,7 @@ impl PendingPublisher {
                 drop_rtp_every: 0,
                 video_pts: Vec::new(),
                 tcp: self.tcp,
+                codec: self.codec,
             },
         )
     }
@@ -411,6 +463,7 @@ async fn subscriber_on(sdp: &str, drop_rtp_every: u64, tcp: bool, at: &str) -> (
             drop_rtp_every,
             video_pts: video_pts(sdp),
             tcp,
+            codec: "",
         },
     );
     (client, answer.to_sdp_string())
@@ -429,6 +482,8 @@ struct Sending {
     video_pts: Vec<u8>,
     /// ICE-TCP: `addr` is the active candidate; the connection opens on the first transmit.
     tcp: bool,
+    /// The video codec's framing for the frames sent ("" = VP8-shaped as they are).
+    codec: &'static str,
 }
 
 /// The client's ICE-TCP connection (RFC 4571 frames), opened towards the SFU's passive
@@ -686,7 +741,7 @@ async fn run(
                         }
                     }
                 } else if let Some(w) = rtc.writer(mid) {
-                    let _ = w.write(pt, now, t, video_frame(n, ""));
+                    let _ = w.write(pt, now, t, in_codec(sending.codec, video_frame(n, "")));
                 }
             }
             if n.is_multiple_of(5)

@@ -541,3 +541,62 @@ async fn layers_follow_the_subscribers_bandwidth_estimate() {
     select_substream(&sfu, 0).await;
     expect_layer(&mut bob, b'l', "substream 0").await;
 }
+
+/// Whatever video codec the publisher's offer carries is what its subscribers are offered
+/// and get: VP9, H.264 and AV1 here (VP8 in the other tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_video_codec_is_forwarded_as_the_publisher_offers_it() {
+    let (sfu, _events) = start().await;
+    for (i, codec) in ["vp9", "h264", "av1"].into_iter().enumerate() {
+        let (pending, offer) = client::publisher_offer_codec(codec).await;
+        let name = match codec {
+            "vp9" => "VP9/90000",
+            "h264" => "H264/90000",
+            _ => "AV1/90000",
+        };
+        assert!(offer.contains(name), "{offer}");
+        let publisher = format!("pub-{codec}");
+        let reply = sfu
+            .request(McuCommand::Publish {
+                session: publisher.clone(),
+                stream: StreamType::Video,
+                sid: i.to_string(),
+                sdp: offer,
+                max_bitrate: 0,
+            })
+            .await;
+        let McuReply::Answer { sdp } = reply else {
+            panic!("{codec}: {reply:?}")
+        };
+        let _p = pending.accept_answer(&sdp);
+        let sub = format!("sub-{codec}");
+        let reply = sfu.request(subscribe_cmd(&sub, &publisher, "")).await;
+        let McuReply::Offer { sdp: sub_offer, .. } = &reply else {
+            panic!("{codec}: {reply:?}")
+        };
+        let video: Vec<&str> = sub_offer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter(|l| !l.contains("rtx/") && !l.contains("opus"))
+            .collect();
+        assert!(
+            !video.is_empty() && video.iter().all(|l| l.contains(name)),
+            "{codec}: the subscriber is offered only {name}: {video:?}"
+        );
+        let (mut c, _) = answer_offer(&sfu, &sub, &publisher, reply).await;
+        let e = c
+            .wait_for(codec, WAIT, |e| {
+                matches!(e, ClientEvent::Media { kind: str0m::media::MediaKind::Video, data, .. }
+                    if data.windows(6).any(|w| w == b"VIDEO-"))
+            })
+            .await;
+        let ClientEvent::Media { data, .. } = e else {
+            unreachable!()
+        };
+        assert!(
+            data.len() >= 1800,
+            "{codec}: the whole frame ({} bytes)",
+            data.len()
+        );
+    }
+}
