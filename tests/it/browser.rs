@@ -270,6 +270,14 @@ fn check(r: &Value, only_loopback: bool) {
         &["remote"]
     };
     for page in ["publisher", "subscriber"] {
+        // AES-GCM SRTP, and the SFU is always the DTLS server.
+        let dtls = &r[page]["dtls"];
+        let cipher = dtls["cipher"].as_str().unwrap_or_default();
+        assert!(
+            cipher.contains("AEAD_AES_") && cipher.ends_with("_GCM"),
+            "{page} SRTP {cipher}: {r:#}"
+        );
+        assert_eq!(dtls["role"], "client", "{page}'s DTLS role: {r:#}");
         let pair = &r[page]["pair"];
         for end in ends {
             let addr = pair[end].as_str().unwrap_or_default();
