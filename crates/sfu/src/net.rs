@@ -5,9 +5,12 @@
 //! them through one channel and hands frames to a connection's writer without waiting.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use quinn_udp::{RecvMeta, UdpSocketState};
+use tokio::io::Interest;
 
 use str0m::net::{Protocol, Transmit};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -50,9 +53,42 @@ impl Drop for TcpConn {
     }
 }
 
+/// Datagrams received per system call (`recvmmsg`).
+const RECV_BATCH: usize = 32;
+
+/// Buffers for one batch of received datagrams.
+pub(crate) struct RecvBatch {
+    storage: Vec<u8>,
+    meta: Vec<RecvMeta>,
+    buf_len: usize,
+}
+
+impl RecvBatch {
+    pub fn new(gro_segments: usize) -> RecvBatch {
+        let buf_len = 2048 * gro_segments.max(1);
+        RecvBatch {
+            storage: vec![0u8; RECV_BATCH * buf_len],
+            meta: vec![RecvMeta::default(); RECV_BATCH],
+            buf_len,
+        }
+    }
+
+    /// The datagrams of the last `n` received (a GRO buffer split into its segments).
+    pub fn datagrams(&self, n: usize) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.meta.iter().take(n).enumerate().flat_map(move |(i, m)| {
+            let base = i * self.buf_len;
+            let stride = m.stride.max(1);
+            let data = self.storage.get(base..base + m.len).unwrap_or_default();
+            data.chunks(stride).map(move |d| (m.addr, d))
+        })
+    }
+}
+
 /// The worker's sockets and connections.
 pub(crate) struct Net {
     pub udp4: UdpSocket,
+    udp4_state: UdpSocketState,
+    udp6_state: Option<UdpSocketState>,
     /// Our IPv4 candidate address (what str0m is told datagrams arrived at).
     pub udp4_candidate: SocketAddr,
     pub udp6: Option<(UdpSocket, SocketAddr)>,
@@ -65,18 +101,53 @@ impl Net {
         udp4: UdpSocket,
         udp4_candidate: SocketAddr,
         udp6: Option<(UdpSocket, SocketAddr)>,
-    ) -> (Net, mpsc::Receiver<TcpIn>) {
+    ) -> io::Result<(Net, mpsc::Receiver<TcpIn>)> {
         let (inbox, rx) = mpsc::channel(1024);
-        (
+        let udp4_state = UdpSocketState::new((&udp4).into())?;
+        let udp6_state = match &udp6 {
+            Some((s, _)) => Some(UdpSocketState::new(s.into())?),
+            None => None,
+        };
+        Ok((
             Net {
                 udp4,
+                udp4_state,
+                udp6_state,
                 udp4_candidate,
                 udp6,
                 tcp: HashMap::new(),
                 inbox,
             },
             rx,
-        )
+        ))
+    }
+
+    /// Buffers sized for what these sockets can coalesce.
+    pub fn recv_batch(&self) -> RecvBatch {
+        let gro = self
+            .udp6_state
+            .as_ref()
+            .map_or(1, |s| s.gro_segments())
+            .max(self.udp4_state.gro_segments());
+        RecvBatch::new(gro)
+    }
+
+    /// Receive what one UDP socket has, up to a batch, in one system call; the number of
+    /// entries filled, `WouldBlock` when there is nothing.
+    pub fn recv(&self, v6: bool, batch: &mut RecvBatch) -> io::Result<usize> {
+        let (socket, state) = match (&self.udp6, &self.udp6_state, v6) {
+            (Some((s, _)), Some(st), true) => (s, st),
+            _ => (&self.udp4, &self.udp4_state),
+        };
+        let buf_len = batch.buf_len;
+        let mut bufs: Vec<IoSliceMut<'_>> = batch
+            .storage
+            .chunks_mut(buf_len)
+            .map(IoSliceMut::new)
+            .collect();
+        socket.try_io(Interest::READABLE, || {
+            state.recv(socket.into(), &mut bufs, &mut batch.meta)
+        })
     }
 
     /// Send one of str0m's transmits on the transport it names. UDP: a full socket buffer
@@ -219,7 +290,7 @@ mod tests {
         let addr = listener.local_addr().expect("test setup");
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
         let cand = udp.local_addr().expect("test setup");
-        let (mut net, mut inbox) = Net::new(udp, cand, None);
+        let (mut net, mut inbox) = Net::new(udp, cand, None).expect("test setup");
         let mut client = TcpStream::connect(addr).await.expect("test setup");
         let (server, remote) = listener.accept().await.expect("test setup");
         assert!(net.add_tcp(server, addr));
@@ -260,7 +331,7 @@ mod tests {
         let addr = listener.local_addr().expect("test setup");
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
         let cand = udp.local_addr().expect("test setup");
-        let (mut net, mut inbox) = Net::new(udp, cand, None);
+        let (mut net, mut inbox) = Net::new(udp, cand, None).expect("test setup");
         let mut client = TcpStream::connect(addr).await.expect("test setup");
         let (server, _) = listener.accept().await.expect("test setup");
         assert!(net.add_tcp(server, addr));

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::metrics::{Metrics, gauge, inc};
-use crate::net::{Net, TcpIn};
+use crate::net::{Net, RecvBatch, TcpIn};
 use crate::peer::{
     Ev, Peer, PeerFailure, PeerId, PublisherState, Role, SubscriberState, TrackIn, TrackOut,
     guarded,
@@ -45,8 +45,9 @@ const REMB_INTERVAL: Duration = Duration::from_secs(2);
 /// `no_media_timer` is one second).
 const MEDIA_IDLE: Duration = Duration::from_secs(1);
 
-/// Most datagrams read in one wake-up before timers and commands get their turn.
-const RECV_BATCH: usize = 64;
+/// Most receive batches (system calls) in one wake-up before timers and commands get their
+/// turn.
+const RECV_ROUNDS: usize = 4;
 
 /// How long a closed peer may take to send its goodbyes (RTCP BYE, DTLS close_notify).
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
@@ -246,7 +247,13 @@ impl Worker {
                 }
             };
             let udp6 = udp6.zip(self.candidate_addr6);
-            let (mut net, tcp_in) = Net::new(udp4, self.candidate_addr, udp6);
+            let (mut net, tcp_in) = match Net::new(udp4, self.candidate_addr, udp6) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "SFU worker cannot set up its UDP sockets");
+                    return;
+                }
+            };
             self.event_loop(&mut net, tcp.as_ref(), sockets.handoff, tcp_in)
                 .await;
             let ids: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -264,7 +271,7 @@ impl Worker {
         mut handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
         mut tcp_in: mpsc::Receiver<TcpIn>,
     ) {
-        let mut buf = vec![0u8; 2048];
+        let mut batch = net.recv_batch();
         let mut handoff_open = true;
         loop {
             let deadline = self.next_deadline();
@@ -279,11 +286,11 @@ impl Worker {
                         warn!(error = %e, "SFU socket failed");
                         return;
                     }
-                    self.read_udp(&mut buf, net, false);
+                    self.read_udp(&mut batch, net, false);
                 }
                 r = async { udp6?.readable().await.ok() }, if udp6.is_some() => {
                     if r.is_some() {
-                        self.read_udp(&mut buf, net, true);
+                        self.read_udp(&mut batch, net, true);
                     }
                 }
                 a = async { listener?.accept().await.ok() }, if listener.is_some() => {
@@ -309,24 +316,21 @@ impl Worker {
         }
     }
 
-    /// Read what one UDP socket has, up to a batch.
-    fn read_udp(&mut self, buf: &mut [u8], net: &Net, v6: bool) {
-        for _ in 0..RECV_BATCH {
-            let socket = match (&net.udp6, v6) {
-                (Some((s, _)), true) => s,
-                _ => &net.udp4,
-            };
-            match socket.try_recv_from(buf) {
-                Ok((n, src)) => {
-                    let data = buf.get(..n).unwrap_or_default();
-                    self.on_datagram(data, src, net);
-                }
+    /// Read what one UDP socket has, a few batches at most before timers and commands get
+    /// their turn.
+    fn read_udp(&mut self, batch: &mut RecvBatch, net: &Net, v6: bool) {
+        for _ in 0..RECV_ROUNDS {
+            let n = match net.recv(v6, batch) {
+                Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 // e.g. ICMP port unreachable reported on the next read.
                 Err(e) => {
                     debug!(error = %e, "SFU recv error");
                     break;
                 }
+            };
+            for (src, data) in batch.datagrams(n) {
+                self.on_datagram(data, src, net);
             }
         }
     }
