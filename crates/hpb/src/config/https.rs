@@ -131,20 +131,32 @@ fn acme(r: &Reader<'_>, warnings: &mut Vec<String>, listen: SocketAddr) -> Resul
     })
 }
 
-/// `None` when `[https] listen` is not set.
+/// `None` when TLS is off: no `[https] listen`, certificate, key or acme_domains. With a
+/// certificate or ACME but no `listen`, TLS is on 0.0.0.0:443.
 pub fn resolve(r: &Reader<'_>, warnings: &mut Vec<String>) -> Result<Option<HttpsSettings>> {
-    let Some((listen, item)) = r.text("https", "listen")? else {
-        return Ok(None);
-    };
-    let first = listen.split_whitespace().next().unwrap_or_default();
-    let listen = parse_listen(first).ok_or_else(|| {
-        item.error(format_args!(
-            "= {first:?} is not an address like 0.0.0.0:443 or [::]:443"
-        ))
-    })?;
     let certificate = r.text("https", "certificate")?;
     let key = r.text("https", "key")?;
-    if !r.list("https", "acme_domains")?.is_empty() {
+    let acme_set = !r.list("https", "acme_domains")?.is_empty();
+    let listen = match r.text("https", "listen")? {
+        Some((listen, item)) => {
+            let first = listen.split_whitespace().next().unwrap_or_default();
+            parse_listen(first).ok_or_else(|| {
+                item.error(format_args!(
+                    "= {first:?} is not an address like 0.0.0.0:443 or [::]:443"
+                ))
+            })?
+        }
+        None if certificate.is_some() || key.is_some() || acme_set => {
+            SocketAddr::from(([0, 0, 0, 0], 443))
+        }
+        None => return Ok(None),
+    };
+    // The setting errors below point at.
+    let item = r
+        .item("https", "listen")
+        .or_else(|| certificate.as_ref().or(key.as_ref()).map(|(_, i)| *i))
+        .or_else(|| r.item("https", "acme_domains"));
+    if acme_set {
         if let Some((_, i)) = certificate.as_ref().or(key.as_ref()) {
             return Err(i.error(
                 "is set together with [https] acme_domains: with acme_domains hpb gets its certificate itself; remove certificate and key, or acme_domains",
@@ -157,9 +169,11 @@ pub fn resolve(r: &Reader<'_>, warnings: &mut Vec<String>) -> Result<Option<Http
         }));
     }
     let (Some((certificate, _)), Some((key, _))) = (certificate, key) else {
-        return Err(item.error(
-            "is set, so [https] certificate and [https] key (PEM files) are needed too, or [https] acme_domains to get a certificate with ACME",
-        ));
+        let why = "is set, so [https] certificate and [https] key (PEM files) are needed too, or [https] acme_domains to get a certificate with ACME";
+        return Err(match item {
+            Some(i) => i.error(why),
+            None => anyhow::anyhow!("[https] {why}"),
+        });
     };
     Ok(Some(HttpsSettings {
         listen,

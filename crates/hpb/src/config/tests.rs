@@ -694,3 +694,31 @@ fn sfu_transports() {
     ));
     assert!(e.contains("tcp_listen") && e.contains("TCP address"), "{e}");
 }
+
+#[test]
+fn https_listens_on_443_when_a_certificate_is_given_without_listen() {
+    let base = "[backend]\nsecret = \"s\"\nallowall = true\n[clients]\ninternalsecret = \"i\"\n[sessions]\nhashkey = \"h\"\n";
+    let l = toml(
+        &format!("{base}[https]\ncertificate = \"/c.pem\"\nkey = \"/k.pem\"\n"),
+        &[],
+    )
+    .expect("loads");
+    let h = l.https.expect("TLS is on");
+    assert_eq!(h.listen, "0.0.0.0:443".parse().expect("addr"));
+    let e = err(toml(
+        &format!("{base}[https]\ncertificate = \"/c.pem\"\n"),
+        &[],
+    ));
+    assert!(e.contains("[https] key"), "{e}");
+    let l = toml(
+        &format!("{base}[https]\nacme_domains = [\"hpb.example.com\"]\n"),
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(
+        l.https.expect("TLS is on").listen,
+        "0.0.0.0:443".parse().expect("addr")
+    );
+    let l = toml(base, &[]).expect("loads");
+    assert!(l.https.is_none(), "no TLS without any [https] setting");
+}
