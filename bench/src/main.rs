@@ -4,14 +4,16 @@
 
 mod procstat;
 mod report;
+mod sfu;
 mod signaling;
 mod turn;
 mod upstream;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str =
-    "usage: hpb-bench signaling [--sizes 100,500,1000] [--messages N] [--rate PER_SECOND]";
+const USAGE: &str = "usage: hpb-bench signaling [--sizes 100,500,1000] [--messages N] [--rate PER_SECOND]
+       hpb-bench turn [--clients N] [--messages N] [--length BYTES]
+       hpb-bench sfu [--rooms 3] [--publishers 2] [--subscribers 5] [--seconds 20] [--fps 30] [--video-kbps 1500] [--repeat 1]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +26,7 @@ fn main() -> Result<()> {
     match name.as_str() {
         "signaling" => runtime.block_on(signaling::run(signaling_options(rest)?)),
         "turn" => runtime.block_on(turn::run(turn_options(rest)?)),
+        "sfu" => runtime.block_on(sfu::run(sfu_options(rest)?)),
         other => bail!("unknown benchmark `{other}`\n{USAGE}"),
     }
 }
@@ -69,6 +72,31 @@ fn turn_options(args: &[String]) -> Result<turn::Options> {
     }
     if o.clients < 2 || o.messages == 0 || o.length == 0 {
         bail!("clients must be at least 2, messages and length at least 1");
+    }
+    Ok(o)
+}
+
+fn sfu_options(args: &[String]) -> Result<sfu::Options> {
+    let mut o = sfu::Options::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            bail!("{flag} needs a value\n{USAGE}");
+        };
+        match flag.as_str() {
+            "--rooms" => o.rooms = value.parse()?,
+            "--publishers" => o.publishers = value.parse()?,
+            "--subscribers" => o.subscribers = value.parse()?,
+            "--seconds" => o.seconds = value.parse()?,
+            "--fps" => o.fps = value.parse()?,
+            "--video-kbps" => o.video_kbps = value.parse()?,
+            "--repeat" => o.repeat = value.parse()?,
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    if [o.rooms, o.publishers, o.subscribers, o.repeat].contains(&0) || o.seconds == 0 || o.fps == 0
+    {
+        bail!("rooms, publishers, subscribers, seconds, fps and repeat must be at least 1");
     }
     Ok(o)
 }

@@ -34,19 +34,28 @@ impl Row {
 /// Prints rows as a table with the ratio hpb / upstream.
 pub fn print_table(title: &str, rows: &[Row]) {
     println!("\n{title}");
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} ({})", r.metric, r.unit))
+        .collect();
+    let w = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(38);
     println!(
-        "  {:<38} {:>14} {:>14} {:>10}",
+        "  {:<w$} {:>14} {:>14} {:>10}",
         "metric", "hpb", "upstream", "hpb/upstr"
     );
-    for r in rows {
+    for (r, label) in rows.iter().zip(labels) {
         let ratio = if r.upstream != 0.0 {
             format!("{:.2}", r.hpb / r.upstream)
         } else {
             "-".to_string()
         };
         println!(
-            "  {:<38} {:>14} {:>14} {:>10}",
-            format!("{} ({})", r.metric, r.unit),
+            "  {label:<w$} {:>14} {:>14} {:>10}",
             fmt(r.hpb),
             fmt(r.upstream),
             ratio

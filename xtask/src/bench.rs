@@ -14,7 +14,7 @@ struct Bench {
     about: &'static str,
 }
 
-/// Every benchmark. Planned: `sfu`.
+/// Every benchmark.
 const BENCHES: &[Bench] = &[
     Bench {
         name: "signaling",
@@ -23,6 +23,10 @@ const BENCHES: &[Bench] = &[
     Bench {
         name: "turn",
         about: "turnutils_uclient flood (UDP and TCP, 10 allocations, 1000-byte messages): msg/s, loss, CPU per 100k packets, RSS vs coturn",
+    },
+    Bench {
+        name: "sfu",
+        about: "str0m publishers/subscribers (Opus + VP8 RTP) in Talk rooms through the signaling: forwarded packets per SFU CPU second, latency, loss, RSS vs janus behind nextcloud-spreed-signaling",
     },
 ];
 
