@@ -1,23 +1,20 @@
 //! Bandwidth-driven layer choice: the bitrate each simulcast layer of a publisher track
-//! arrives at, each subscriber's estimate of what its link takes (str0m's send-side TWCC
-//! estimate, or the REMB the subscriber sends), and the rule that picks the best layer that
-//! fits, so that a subscriber is never fed more than its link carries.
+//! arrives at, each subscriber's estimate of what its link takes (the REMB its client
+//! sends: subscribers are offered REMB feedback, not transport-cc), and the rule that moves a
+//! viewer down when its estimate falls below what it is fed and probes back up later, so
+//! that a subscriber is never fed more than its link carries for long.
+//!
+//! A receiver's estimate only grows with what it receives, so a viewer moved down would
+//! stay down: [`LayerCap`] tries the next layer up after a wait, and goes back (waiting
+//! twice as long next time) when the estimate then does not carry it.
 
 use std::time::{Duration, Instant};
 
+use str0m::format::PayloadParams;
 use str0m::media::Rid;
-
-/// The estimate str0m starts from before any TWCC feedback: high, so that a subscriber
-/// whose client sends no feedback (no transport-cc) is not held to a guess. Real feedback
-/// brings it down within a second when the link is smaller.
-pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 10_000_000;
 
 /// Left of a subscriber's estimate for audio, RTCP and retransmissions.
 const RESERVE_BPS: u64 = 64_000;
-
-/// A layer above the one being forwarded is taken only with this much headroom (percent of
-/// its rate), so the choice does not flap around an estimate close to a layer's rate.
-const UP_HEADROOM_PERCENT: u64 = 125;
 
 /// How long the bytes of a layer are summed before its rate is updated.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
@@ -65,75 +62,128 @@ impl LayerRates {
     pub fn bps(&self, rid: Rid) -> u64 {
         self.0.iter().find(|r| r.rid == rid).map_or(0, |r| r.bps)
     }
+}
 
-    /// The highest rate of any layer (what a viewer of the top layer needs).
-    pub fn max_bps(&self) -> u64 {
-        self.0.iter().map(|r| r.bps).max().unwrap_or(0)
-    }
+/// The codecs offered to a subscriber: the publisher's, with REMB feedback and without
+/// transport-cc, so the client estimates its downlink and reports it.
+pub(crate) fn with_remb(params: Vec<PayloadParams>) -> Vec<PayloadParams> {
+    params
+        .into_iter()
+        .map(|mut p| {
+            if p.spec().codec.is_video() {
+                p.set_fb_remb(true);
+                p.set_fb_transport_cc(false);
+            }
+            p
+        })
+        .collect()
 }
 
 /// What a subscriber's link is estimated to carry.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Estimate {
-    /// str0m's TWCC estimate, once feedback moved it off the initial value.
-    pub twcc: Option<u64>,
     /// The last REMB the subscriber sent.
     pub remb: Option<u64>,
+    /// The last REMB was clearly lower than the one before (congestion, not ramp-up).
+    pub falling: bool,
 }
 
 impl Estimate {
-    /// Record a TWCC estimate; the initial one (no feedback yet) is not a measurement.
-    pub fn set_twcc(&mut self, bps: u64) {
-        if self.twcc.is_some() || bps != INITIAL_ESTIMATE_BPS {
-            self.twcc = Some(bps);
-        }
+    /// A REMB arrived.
+    pub fn remb(&mut self, bps: u64) {
+        self.falling = self.remb.is_some_and(|prev| bps < prev - prev / 20);
+        self.remb = Some(bps);
     }
 
-    /// The bitrate video may use: the smaller of the two estimates, less a reserve.
+    /// The bitrate video may use: the estimate less a reserve.
     pub fn video_budget(&self) -> Option<u64> {
-        let b = match (self.twcc, self.remb) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        Some(b.saturating_sub(RESERVE_BPS))
+        Some(self.remb?.saturating_sub(RESERVE_BPS))
     }
 
-    /// The estimate reported in metrics (the smaller one).
+    /// The estimate reported in metrics (0: none yet).
     pub fn bps(&self) -> u64 {
-        match (self.twcc, self.remb) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(0),
+        self.remb.unwrap_or(0)
+    }
+}
+
+/// The first wait before a viewer moved down tries the next layer up.
+const PROBE_FIRST: Duration = Duration::from_secs(3);
+/// The longest wait between two tries.
+const PROBE_MAX: Duration = Duration::from_secs(60);
+/// A try that the estimate carried this long succeeded.
+const PROBE_JUDGE: Duration = Duration::from_secs(5);
+
+/// The highest layer a viewer's estimate lets it have now, per subscriber track.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerCap {
+    /// Index (into the track's layers, lowest first) of the best allowed; `None`: no limit.
+    cap: Option<usize>,
+    since: Option<Instant>,
+    probe_wait: Duration,
+    /// When the cap was last raised (a try up in progress until judged).
+    raised_at: Option<Instant>,
+}
+
+impl Default for LayerCap {
+    fn default() -> Self {
+        LayerCap {
+            cap: None,
+            since: None,
+            probe_wait: PROBE_FIRST,
+            raised_at: None,
         }
     }
 }
 
-/// Among `candidates` (layers the selection allows that are being sent, best first), the
-/// best that fits `budget`, given that `current` is being forwarded (a layer above it needs
-/// headroom); the lowest candidate when none fits. `None` when there are no candidates.
-pub(crate) fn best_fitting(
-    candidates: impl Iterator<Item = Rid> + Clone,
-    rates: &LayerRates,
-    budget: u64,
-    current: Option<Rid>,
-    rank: impl Fn(Rid) -> usize,
-) -> Option<Rid> {
-    let current_rank = current.map(&rank);
-    let fits = |r: Rid| {
-        let bps = rates.bps(r);
-        // Not measured yet: no reason to refuse it.
-        if bps == 0 {
-            return true;
+impl LayerCap {
+    /// The layer (index, lowest first) a viewer gets among `0..=top` (`top`: the one its
+    /// selection wants), where `is_sent` tells which are being sent and `current` is the
+    /// one it gets now. Moves the cap down when the estimate falls below the current
+    /// layer's rate (or a try up is not carried), and up after the wait.
+    #[allow(clippy::too_many_arguments)]
+    pub fn target(
+        &mut self,
+        now: Instant,
+        est: &Estimate,
+        rate: impl Fn(usize) -> u64,
+        top: usize,
+        is_sent: impl Fn(usize) -> bool,
+        current: Option<usize>,
+    ) -> Option<usize> {
+        if let Some(t) = self.raised_at
+            && now.saturating_duration_since(t) >= PROBE_JUDGE
+        {
+            self.raised_at = None;
+            self.probe_wait = PROBE_FIRST;
         }
-        let need = match current_rank {
-            Some(c) if rank(r) > c => bps * UP_HEADROOM_PERCENT / 100,
-            _ => bps,
-        };
-        need <= budget
-    };
-    candidates
-        .clone()
-        .find(|r| fits(*r))
-        .or_else(|| candidates.last())
+        let budget = est.video_budget();
+        if let (Some(b), Some(c)) = (budget, current) {
+            let trying = self.raised_at.is_some();
+            if (est.falling || trying) && rate(c) > b {
+                let below = (0..c).rev().filter(|i| is_sent(*i));
+                let down = below.clone().find(|i| rate(*i) <= b).or(below.last());
+                if let Some(d) = down {
+                    if trying {
+                        self.probe_wait = (self.probe_wait * 2).min(PROBE_MAX);
+                    }
+                    self.cap = Some(d);
+                    self.since = Some(now);
+                    self.raised_at = None;
+                }
+            }
+        }
+        if let (Some(k), Some(since)) = (self.cap, self.since)
+            && now.saturating_duration_since(since) >= self.probe_wait
+            && !est.falling
+        {
+            let up = (k + 1..=top).find(|i| is_sent(*i));
+            self.cap = up.filter(|u| *u < top);
+            self.since = Some(now);
+            self.raised_at = Some(now);
+        }
+        let limit = self.cap.unwrap_or(top).min(top);
+        (0..=limit).rev().find(|i| is_sent(*i))
+    }
 }
 
 #[cfg(test)]
@@ -151,56 +201,64 @@ mod tests {
         r
     }
 
-    fn rank(r: Rid) -> usize {
-        ["l", "m", "h"]
-            .iter()
-            .position(|x| Rid::from(*x) == r)
-            .unwrap_or(0)
-    }
-
     #[test]
-    fn the_best_layer_that_fits_with_headroom_to_go_up() {
-        let now = Instant::now();
-        let r = rates(now, &[("l", 150_000), ("m", 500_000), ("h", 1_500_000)]);
+    fn down_when_the_estimate_falls_and_up_again_by_trying() {
+        let t0 = Instant::now();
+        let r = rates(t0, &[("l", 150_000), ("m", 500_000), ("h", 1_500_000)]);
         assert_eq!(r.bps("m".into()), 500_000);
-        assert_eq!(r.max_bps(), 1_500_000);
-        let best_first: Vec<Rid> = vec!["h".into(), "m".into(), "l".into()];
-        let pick = |budget, current: Option<&str>| {
-            best_fitting(
-                best_first.iter().copied(),
-                &r,
-                budget,
-                current.map(Rid::from),
-                rank,
-            )
-        };
-        assert_eq!(pick(10_000_000, None), Some("h".into()));
-        assert_eq!(pick(1_000_000, Some("h")), Some("m".into()));
-        assert_eq!(
-            pick(100_000, Some("m")),
-            Some("l".into()),
-            "the lowest when none fits"
-        );
-        // Going up from m to h needs 1.25 x 1.5 Mbit/s; staying on h needs 1.5.
-        assert_eq!(pick(1_600_000, Some("m")), Some("m".into()));
-        assert_eq!(pick(1_600_000, Some("h")), Some("h".into()));
-        assert_eq!(pick(1_900_000, Some("m")), Some("h".into()));
-        assert_eq!(best_fitting([].into_iter(), &r, 1, None, rank), None);
+        let rate = |i: usize| r.bps(["l", "m", "h"][i].into());
+        let all = |_: usize| true;
+        let mut cap = LayerCap::default();
+        let mut est = Estimate::default();
+        // No estimate, or a rising one (a receiver ramping up): the selected layer.
+        assert_eq!(cap.target(t0, &est, rate, 2, all, Some(2)), Some(2));
+        est.remb(300_000);
+        est.remb(900_000);
+        assert_eq!(cap.target(t0, &est, rate, 2, all, Some(2)), Some(2));
+        // It falls below the top layer's rate: the best layer that fits.
+        est.remb(700_000);
+        assert!(est.falling);
+        assert_eq!(cap.target(t0, &est, rate, 2, all, Some(2)), Some(1));
+        // Not before the wait, then one layer up.
+        est.remb(800_000);
+        let t1 = t0 + PROBE_FIRST / 2;
+        assert_eq!(cap.target(t1, &est, rate, 2, all, Some(1)), Some(1));
+        let t2 = t0 + PROBE_FIRST;
+        assert_eq!(cap.target(t2, &est, rate, 2, all, Some(1)), Some(2));
+        // The try is not carried (800k < 1.5M while trying): down, and a longer wait.
+        assert_eq!(cap.target(t2, &est, rate, 2, all, Some(2)), Some(1));
+        assert_eq!(cap.probe_wait, PROBE_FIRST * 2);
+        let t3 = t2 + PROBE_FIRST;
+        assert_eq!(cap.target(t3, &est, rate, 2, all, Some(1)), Some(1));
+        // A large estimate: the next try holds and the wait is reset once judged.
+        est.remb(10_000_000);
+        let t4 = t2 + PROBE_FIRST * 2;
+        assert_eq!(cap.target(t4, &est, rate, 2, all, Some(1)), Some(2));
+        let t5 = t4 + PROBE_JUDGE;
+        assert_eq!(cap.target(t5, &est, rate, 2, all, Some(2)), Some(2));
+        assert_eq!(cap.probe_wait, PROBE_FIRST);
+        // The selection still caps: top = 0.
+        assert_eq!(cap.target(t5, &est, rate, 0, all, Some(2)), Some(0));
+        // Layers not sent are skipped.
+        let no_mid = |i: usize| i != 1;
+        est.remb(5_000_000);
+        est.remb(400_000);
+        assert_eq!(cap.target(t5, &est, rate, 2, no_mid, Some(2)), Some(0));
     }
 
     #[test]
-    fn estimates_combine_and_the_initial_twcc_value_is_no_measurement() {
+    fn the_budget_is_the_remb_less_a_reserve() {
         let mut e = Estimate::default();
         assert_eq!(e.video_budget(), None);
-        e.set_twcc(INITIAL_ESTIMATE_BPS);
-        assert_eq!(e.video_budget(), None, "no feedback yet");
-        e.set_twcc(2_000_000);
-        assert_eq!(e.video_budget(), Some(2_000_000 - RESERVE_BPS));
-        e.remb = Some(500_000);
+        assert_eq!(e.bps(), 0);
+        e.remb(500_000);
+        assert!(!e.falling, "the first is no fall");
         assert_eq!(e.video_budget(), Some(500_000 - RESERVE_BPS));
         assert_eq!(e.bps(), 500_000);
-        // Once measured, even the initial value counts.
-        e.set_twcc(INITIAL_ESTIMATE_BPS);
-        assert_eq!(e.twcc, Some(INITIAL_ESTIMATE_BPS));
+        e.remb(490_000);
+        assert!(!e.falling, "2 % is noise");
+        e.remb(10_000);
+        assert!(e.falling);
+        assert_eq!(e.video_budget(), Some(0));
     }
 }

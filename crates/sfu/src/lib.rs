@@ -33,11 +33,11 @@
 //!   answers their NACKs with RFC 4588 retransmissions from its egress buffer;
 //!   `hpb_sfu_nacks_received_total` and `hpb_sfu_retransmitted_packets_total` count that,
 //!   `hpb_sfu_nacks_sent_total` the NACKs sent to publishers.
-//! - Layer choice follows each subscriber's bandwidth estimate: subscribers get str0m's
-//!   send-side estimation (TWCC; REMB from the client counts too), and a simulcast viewer
-//!   gets the best layer being sent, up to its selection, whose measured rate fits the
-//!   estimate (going up needs 25 % headroom). The estimator is told the top layers' rate so
-//!   it probes back up after a drop. `hpb_sfu_layer_switches_total` and
+//! - Layer choice follows each subscriber's bandwidth estimate: subscribers are offered
+//!   REMB feedback (not transport-cc), so their client estimates its downlink and reports
+//!   it, and a simulcast viewer gets the best layer being sent, up to its selection, whose
+//!   measured rate fits that estimate (going up needs 25 % headroom). No send-side
+//!   estimation, so no pacer delays forwarded packets. `hpb_sfu_layer_switches_total` and
 //!   `hpb_sfu_subscriber_estimated_bitrate_bps_sum` show it.
 //! - Client SDP without usable `a=ice-ufrag`, `a=ice-pwd` or `a=fingerprint` (sha-256) is
 //!   refused with `invalid_sdp` naming the attribute; a refused subscriber answer leaves the

@@ -75,12 +75,16 @@ impl RecvBatch {
 
     /// The datagrams of the last `n` received (a GRO buffer split into its segments).
     pub fn datagrams(&self, n: usize) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.meta.iter().take(n).enumerate().flat_map(move |(i, m)| {
-            let base = i * self.buf_len;
-            let stride = m.stride.max(1);
-            let data = self.storage.get(base..base + m.len).unwrap_or_default();
-            data.chunks(stride).map(move |d| (m.addr, d))
-        })
+        self.meta
+            .iter()
+            .take(n)
+            .enumerate()
+            .flat_map(move |(i, m)| {
+                let base = i * self.buf_len;
+                let stride = m.stride.max(1);
+                let data = self.storage.get(base..base + m.len).unwrap_or_default();
+                data.chunks(stride).map(move |d| (m.addr, d))
+            })
     }
 }
 

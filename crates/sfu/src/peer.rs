@@ -14,7 +14,7 @@ use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid, Rid};
 use str0m::{Event, Input, Output, Rtc};
 
-use crate::bwe::{Estimate, LayerRates, best_fitting};
+use crate::bwe::{Estimate, LayerCap, LayerRates};
 use crate::metrics::{Metrics, gauge, inc};
 use crate::net::Net;
 use crate::recovery::{NackTally, rtp_ssrc};
@@ -120,28 +120,29 @@ impl TrackIn {
         crate::worker::pick_rid(&self.rids, substream, |r| self.layer_active(r, now))
     }
 
-    /// Like [`TrackIn::choose_layer`], for a viewer whose link takes `budget` bits/s of
-    /// video (`None`: not known) and that gets layer `current` now: the best layer being
-    /// sent, up to the selected one, that fits the budget (the lowest sent when none does).
+    /// Like [`TrackIn::choose_layer`], for a viewer with estimate `est` that gets layer
+    /// `current` now: at most the layer its [`LayerCap`] allows (see `bwe`).
     pub fn choose_layer_within(
         &self,
         substream: Option<u8>,
         now: Instant,
-        budget: Option<u64>,
+        est: &Estimate,
+        cap: &mut LayerCap,
         current: Option<Rid>,
     ) -> Option<Rid> {
         let wanted = self.choose_layer(substream, now)?;
-        let Some(budget) = budget else {
-            return Some(wanted);
-        };
         let top = self.rids.iter().position(|r| *r == wanted)?;
-        let sent = self.rids[..=top]
-            .iter()
-            .rev()
-            .copied()
-            .filter(|r| self.layer_active(*r, now));
-        let rank = |r: Rid| self.rids.iter().position(|x| *x == r).unwrap_or(0);
-        best_fitting(sent, &self.rates, budget, current, rank).or(Some(wanted))
+        let index = |r: Rid| self.rids.iter().position(|x| *x == r);
+        let rid = |i: usize| self.rids.get(i).copied();
+        let picked = cap.target(
+            now,
+            est,
+            |i| rid(i).map_or(0, |r| self.rates.bps(r)),
+            top,
+            |i| rid(i).is_some_and(|r| self.layer_active(r, now)),
+            current.and_then(index),
+        );
+        picked.and_then(rid).or(Some(wanted))
     }
 
     /// Whether a keyframe may be asked for on layer `rid` now (at most once per
@@ -188,6 +189,11 @@ pub(crate) struct TrackOut {
     pub timeline: Timeline,
     /// The highest temporal layer forwarded now ([`crate::temporal::ALL`]: all).
     pub temporal: u8,
+    /// What the viewer's estimate allows on this track.
+    pub cap: LayerCap,
+    /// No keyframe was forwarded on this track yet: one is asked for (again, within the
+    /// rate limit) until it comes, so a new viewer does not wait for the next periodic one.
+    pub needs_keyframe: bool,
 }
 
 impl TrackOut {
@@ -198,6 +204,8 @@ impl TrackOut {
             layer: None,
             timeline: Timeline::default(),
             temporal: crate::temporal::ALL,
+            needs_keyframe: true,
+            cap: LayerCap::default(),
         }
     }
 }
@@ -403,14 +411,8 @@ impl Peer {
                         }
                         Event::EgressBitrateEstimate(kind) => {
                             let before = self.estimate.bps();
-                            match kind {
-                                BweKind::Twcc { estimate, .. } => {
-                                    self.estimate.set_twcc(estimate.as_u64())
-                                }
-                                BweKind::Remb { estimate, .. } => {
-                                    self.estimate.remb = Some(estimate.as_u64())
-                                }
-                                _ => {}
+                            if let BweKind::Remb { estimate, .. } = kind {
+                                self.estimate.remb(estimate.as_u64());
                             }
                             let d = self.estimate.bps() as i64 - before as i64;
                             gauge(&metrics.estimated_bitrate_sum, d);

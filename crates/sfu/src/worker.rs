@@ -476,7 +476,6 @@ impl Worker {
         }
         self.notice_idle_media(now);
         due.extend(self.send_rembs(now));
-        due.extend(self.set_desired_bitrates(now));
         for id in &due {
             if let Some(p) = self.peers.get_mut(id)
                 && let Err(e) = p.handle_input(Input::Timeout(now))
@@ -566,49 +565,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    /// Tell each subscriber's bandwidth estimator what it should be able to carry (the top
-    /// layer of every video track it gets, plus audio), so str0m probes up to it after the
-    /// estimate fell; at most every REMB interval. Returns the subscribers to poll.
-    fn set_desired_bitrates(&mut self, now: Instant) -> Vec<PeerId> {
-        let mut wants = Vec::new();
-        for p in self.peers.values() {
-            let Role::Subscriber(s) = &p.role else {
-                continue;
-            };
-            if !p.connected || now < p.next_remb {
-                continue;
-            }
-            let Some(Role::Publisher(pb)) = self.peers.get(&s.publisher).map(|x| &x.role) else {
-                continue;
-            };
-            let video: u64 = pb
-                .tracks
-                .iter()
-                .filter(|t| {
-                    t.kind == MediaKind::Video && s.tracks.iter().any(|o| o.source == t.mid)
-                })
-                .map(|t| t.rates.max_bps())
-                .sum();
-            if video > 0 {
-                wants.push((p.id, video + 64_000));
-            }
-        }
-        let mut polled = Vec::new();
-        for (id, bps) in wants {
-            let Some(p) = self.peers.get_mut(&id) else {
-                continue;
-            };
-            p.next_remb = now + REMB_INTERVAL;
-            // Some headroom over the measured rate, as rates vary frame to frame.
-            let desired = Bitrate::bps(bps + bps / 4);
-            match guarded(&mut p.rtc, |rtc| rtc.bwe().set_desired_bitrate(desired)) {
-                Ok(()) => polled.push(id),
-                Err(e) => self.fail_peer(id, e),
-            }
-        }
-        polled
     }
 
     /// Poll the given peers, act on their events, and repeat for the peers that touched.

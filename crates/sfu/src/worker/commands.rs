@@ -99,8 +99,11 @@ impl Worker {
     }
 
     /// A str0m instance with our ICE credentials and certificate; `codecs` for a
-    /// subscriber (the publisher's), which also gets send-side bandwidth estimation (TWCC)
-    /// so that its layers follow what its link takes.
+    /// subscriber (the publisher's, with REMB feedback instead of transport-cc). Towards
+    /// subscribers the client estimates its link itself and reports it with REMB, which the
+    /// layer choice follows: send-side estimation (TWCC) would bring str0m's pacer, which
+    /// spreads every frame over most of a frame interval (10-60 ms more video latency in
+    /// `cargo xtask bench sfu`) and queues a stream that is above its estimate.
     pub(super) fn new_rtc(&self, codecs: Option<CodecConfig>) -> (Rtc, String) {
         let ufrag = random_string(8);
         let mut cfg = Rtc::builder()
@@ -114,7 +117,14 @@ impl Worker {
             });
         if let Some(c) = codecs {
             *cfg.codec_config() = c;
-            cfg = cfg.enable_bwe(Some(Bitrate::bps(crate::bwe::INITIAL_ESTIMATE_BPS)));
+            // Chrome's map without transport-wide-cc (3): no TWCC feedback, REMB instead.
+            use str0m::rtp::Extension;
+            cfg = cfg
+                .clear_extension_map()
+                .set_extension(1, Extension::AudioLevel)
+                .set_extension(2, Extension::AbsoluteSendTime)
+                .set_extension(4, Extension::RtpMid)
+                .set_extension(13, Extension::VideoOrientation);
         }
         (cfg.build(Instant::now()), ufrag)
     }
@@ -411,7 +421,9 @@ impl Worker {
             self.close_peer(id, "replaced by a fresh subscription", false);
         }
 
-        let codecs = CodecConfig::new_from_payload_params(crate::recovery::with_rtx(params));
+        let codecs = CodecConfig::new_from_payload_params(crate::bwe::with_remb(
+            crate::recovery::with_rtx(params),
+        ));
         let (mut rtc, ufrag) = self.new_rtc(Some(codecs));
         let cands = self.local_candidates();
         if cands.is_empty() {

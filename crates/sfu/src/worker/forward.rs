@@ -219,28 +219,29 @@ impl Worker {
             if wanted_kind == Some(false) {
                 continue;
             }
-            // The subscriber's budget and current layer decide among the layers sent.
-            let (budget, current) = match self.peers.get(&sub_id) {
+            // The subscriber's estimate and current layer decide among the layers sent.
+            let (estimate, mut cap, current) = match self.peers.get(&sub_id) {
                 Some(Peer {
                     role: Role::Subscriber(s),
                     estimate,
                     ..
-                }) => (
-                    estimate.video_budget(),
-                    s.tracks
-                        .iter()
-                        .find(|t| t.source == data.mid)
-                        .and_then(|t| t.layer),
-                ),
-                _ => (None, None),
+                }) => {
+                    let out = s.tracks.iter().find(|t| t.source == data.mid);
+                    (
+                        *estimate,
+                        out.map(|t| t.cap).unwrap_or_default(),
+                        out.and_then(|t| t.layer),
+                    )
+                }
+                _ => (Default::default(), Default::default(), None),
             };
             let target = match (data.rid, self.peers.get(&pub_id)) {
                 (Some(_), Some(pp)) => match &pp.role {
-                    Role::Publisher(p) => p
-                        .tracks
-                        .iter()
-                        .find(|t| t.mid == data.mid)
-                        .and_then(|t| t.choose_layer_within(substream, now, budget, current)),
+                    Role::Publisher(p) => {
+                        p.tracks.iter().find(|t| t.mid == data.mid).and_then(|t| {
+                            t.choose_layer_within(substream, now, &estimate, &mut cap, current)
+                        })
+                    }
                     Role::Subscriber(_) => None,
                 },
                 _ => None,
@@ -257,6 +258,7 @@ impl Worker {
             let Some(out) = s.tracks.iter_mut().find(|t| t.source == data.mid) else {
                 continue;
             };
+            out.cap = cap;
             // Changed only once the frame went out.
             let mut timeline = out.timeline;
             if data.rid.is_some() {
@@ -281,6 +283,13 @@ impl Worker {
                         want_keyframe.push(data.rid);
                     }
                     continue;
+                }
+            }
+            if kind == MediaKind::Video && out.needs_keyframe {
+                if starts_layer {
+                    out.needs_keyframe = false;
+                } else if !want_keyframe.contains(&data.rid) {
+                    want_keyframe.push(data.rid);
                 }
             }
             let out_mid = out.mid;

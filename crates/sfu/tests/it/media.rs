@@ -512,10 +512,11 @@ async fn a_silent_layer_is_left_and_taken_again_when_it_returns() {
     expect_continuous_switch_to(&mut bob, b'h', &mut last).await;
 }
 
-/// A viewer is never fed more than its link takes: with no selection it gets the best
-/// layer that fits its receive estimate (here the REMB it sends: 250 kbit/s fits only the
-/// 120 kbit/s layer, 400 kbit/s the 240 kbit/s one), and goes back up when the estimate
-/// grows. The switches are counted in the metrics, with the estimate.
+/// A viewer is not fed more than its link takes: when its receive estimate (the REMB it
+/// sends) falls below the layer it gets, it moves to the best layer that fits (250 kbit/s:
+/// only the 120 kbit/s one); later the SFU tries the next layer up and keeps it if the
+/// estimate carries it (400 kbit/s: the 240 kbit/s layer, not the 360 kbit/s one), and is
+/// back on top once the estimate is large. The switches are counted in the metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_follow_the_subscribers_bandwidth_estimate() {
     let (sfu, _events) = start().await;
@@ -524,8 +525,10 @@ async fn layers_follow_the_subscribers_bandwidth_estimate() {
     let _publisher = publish_offer(&sfu, pending, offer).await;
     let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
     expect_layer(&mut bob, b'h', "by default the high layer").await;
+    bob.send_remb(10_000_000);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     bob.send_remb(250_000);
-    expect_layer(&mut bob, b'l', "an estimate of 250 kbit/s").await;
+    expect_layer(&mut bob, b'l', "an estimate falling to 250 kbit/s").await;
     bob.send_remb(400_000);
     expect_layer(&mut bob, b'm', "an estimate of 400 kbit/s").await;
     bob.send_remb(10_000_000);
@@ -582,6 +585,10 @@ async fn each_video_codec_is_forwarded_as_the_publisher_offers_it() {
         assert!(
             !video.is_empty() && video.iter().all(|l| l.contains(name)),
             "{codec}: the subscriber is offered only {name}: {video:?}"
+        );
+        assert!(
+            sub_offer.contains("goog-remb") && !sub_offer.contains("transport-cc"),
+            "subscribers report their estimate with REMB: {sub_offer}"
         );
         let (mut c, _) = answer_offer(&sfu, &sub, &publisher, reply).await;
         let e = c
