@@ -44,6 +44,7 @@
 //!   offer outstanding, so a corrected answer still works.
 
 mod bwe;
+mod gso;
 mod metrics;
 mod net;
 mod peer;

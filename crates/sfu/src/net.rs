@@ -9,7 +9,11 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::cell::RefCell;
+
 use quinn_udp::{RecvMeta, UdpSocketState};
+
+use crate::gso::Run;
 use tokio::io::Interest;
 
 use str0m::net::{Protocol, Transmit};
@@ -93,6 +97,8 @@ pub(crate) struct Net {
     pub udp4: UdpSocket,
     udp4_state: UdpSocketState,
     udp6_state: Option<UdpSocketState>,
+    /// Outgoing UDP datagrams not sent yet (see [`Net::flush`]).
+    run: RefCell<Run>,
     /// Our IPv4 candidate address (what str0m is told datagrams arrived at).
     pub udp4_candidate: SocketAddr,
     pub udp6: Option<(UdpSocket, SocketAddr)>,
@@ -117,6 +123,7 @@ impl Net {
                 udp4,
                 udp4_state,
                 udp6_state,
+                run: RefCell::new(Run::default()),
                 udp4_candidate,
                 udp6,
                 tcp: HashMap::new(),
@@ -157,12 +164,16 @@ impl Net {
     /// Send one of str0m's transmits on the transport it names. UDP: a full socket buffer
     /// fails with `WouldBlock` (the datagram is lost, as on the network); TCP: a connection
     /// whose queue is full drops the frame the same way.
+    /// UDP datagrams are collected into runs per destination and go out at the latest with
+    /// [`Net::flush`], which the worker calls before it waits again.
     pub fn send(&self, t: &Transmit) -> io::Result<usize> {
         match t.proto {
-            Protocol::Udp => match (&self.udp6, t.destination) {
-                (Some((s, _)), SocketAddr::V6(_)) => s.try_send_to(&t.contents, t.destination),
-                _ => self.udp4.try_send_to(&t.contents, t.destination),
-            },
+            Protocol::Udp => {
+                let (socket, state) = self.udp_for(t.destination);
+                self.run
+                    .borrow_mut()
+                    .send(socket, state, t.destination, &t.contents)
+            }
             Protocol::Tcp => {
                 let conn = self.tcp.get(&t.destination).ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotConnected, "no ICE-TCP connection")
@@ -182,6 +193,25 @@ impl Net {
                 io::ErrorKind::Unsupported,
                 "the SFU speaks ICE over UDP and TCP only",
             )),
+        }
+    }
+
+    fn udp_for(&self, to: SocketAddr) -> (&UdpSocket, &UdpSocketState) {
+        match (&self.udp6, &self.udp6_state, to) {
+            (Some((s, _)), Some(st), SocketAddr::V6(_)) => (s, st),
+            _ => (&self.udp4, &self.udp4_state),
+        }
+    }
+
+    /// Send the UDP datagrams collected so far.
+    pub fn flush(&self) {
+        let mut run = self.run.borrow_mut();
+        let Some(to) = run.destination() else {
+            return;
+        };
+        let (socket, state) = self.udp_for(to);
+        if let Err(e) = run.flush(socket, state) {
+            tracing::debug!(error = %e, "SFU send failed");
         }
     }
 

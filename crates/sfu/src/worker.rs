@@ -261,6 +261,7 @@ impl Worker {
                 self.close_peer(id, "the SFU stopped", false);
             }
             self.drain_closing(Instant::now(), &net);
+            net.flush();
         });
     }
 
@@ -313,6 +314,7 @@ impl Worker {
             if !self.closing.is_empty() {
                 self.drain_closing(Instant::now(), net);
             }
+            net.flush();
         }
     }
 
