@@ -41,6 +41,9 @@ pub(crate) enum Ev {
     },
 }
 
+/// How many due timeouts one poll handles itself before leaving the rest to the timer.
+const IMMEDIATE_TIMEOUTS: u32 = 4;
+
 /// NACKs per stats interval (one second) from which a link counts as slow (what Janus
 /// deployments commonly set as `slowlink_threshold`).
 pub(crate) const SLOW_LINK_NACKS: u64 = 4;
@@ -355,6 +358,10 @@ impl Peer {
         metrics: &Metrics,
         events: &mut Vec<(PeerId, Ev)>,
     ) -> Result<(), PeerFailure> {
+        // str0m asks for a timeout "now" when it has more to do at once (its send queue):
+        // handled here, a few times, instead of a trip through the worker's timer (which
+        // sleeps at least a millisecond and costs a wake-up).
+        let mut immediate = 0;
         loop {
             if !self.rtc.is_alive() {
                 return Err(PeerFailure::NotAlive);
@@ -362,6 +369,12 @@ impl Peer {
             let out = guarded(&mut self.rtc, |rtc| rtc.poll_output())??;
             match out {
                 Output::Timeout(t) => {
+                    let now = Instant::now();
+                    if t <= now && immediate < IMMEDIATE_TIMEOUTS {
+                        immediate += 1;
+                        guarded(&mut self.rtc, |rtc| rtc.handle_input(Input::Timeout(now)))??;
+                        continue;
+                    }
                     self.next_timeout = t;
                     return Ok(());
                 }
