@@ -2,8 +2,10 @@
 //! 10 allocations, 1000-byte messages, UDP and TCP) against hpb's built-in TURN server and
 //! Debian's coturn (`turnserver`), each started fresh on loopback.
 //!
-//! Reported per server and transport: delivered messages per second, loss, server CPU
-//! seconds per 100k forwarded packets (each message crosses the server twice), peak RSS.
+//! Reported per server and transport: delivered messages per second, loss (and how many
+//! datagrams the kernel dropped on full receive buffers meanwhile), server CPU seconds per
+//! 100k forwarded packets (each message crosses the server twice; the whole process's user
+//! and system time over the flood only, after its start-up has settled), peak RSS.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,6 +39,9 @@ const COTURN: &str = "/usr/bin/turnserver";
 
 struct Measured {
     rate: f64,
+    /// Datagrams the kernel dropped on full UDP receive buffers during the flood (any socket:
+    /// the server's or the clients').
+    rcvbuf_drops: u64,
     sent: u64,
     received: u64,
     cpu_per_100k: f64,
@@ -116,11 +121,14 @@ async fn flood(pid: u32, port: u16, tcp: bool, o: &Options) -> Result<Measured> 
         args.insert(0, "-t");
     }
     args.push("127.0.0.1");
+    settle(pid).await?;
+    let drops0 = udp_rcvbuf_errors()?;
     let cpu0 = cpu_time(pid)?;
     let started = Instant::now();
     let run = uclient(&args).await;
     let wall = started.elapsed();
     let cpu = cpu_time(pid)?.saturating_sub(cpu0);
+    let rcvbuf_drops = udp_rcvbuf_errors()?.saturating_sub(drops0);
     let (sent, received, _) = run.totals();
     if sent == u64::MAX || received == u64::MAX {
         bail!("turnutils_uclient printed no totals:\n{}", run.out);
@@ -128,11 +136,54 @@ async fn flood(pid: u32, port: u16, tcp: bool, o: &Options) -> Result<Measured> 
     let forwarded = (received * 2).max(1) as f64;
     Ok(Measured {
         rate: received as f64 / wall.as_secs_f64(),
+        rcvbuf_drops,
         sent,
         received,
         cpu_per_100k: cpu.as_secs_f64() * 100_000.0 / forwarded,
         peak_rss: peak_rss(pid)?,
     })
+}
+
+/// Waits until the server's CPU time stops growing (start-up done), so the flood's
+/// measurement holds only the flood: at most 5 s.
+async fn settle(pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = cpu_time(pid)?;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = cpu_time(pid)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(())
+}
+
+/// The kernel's count of UDP datagrams dropped on a full receive buffer (`/proc/net/snmp`
+/// and `/proc/net/snmp6`, `RcvbufErrors`).
+fn udp_rcvbuf_errors() -> Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").context("reading /proc/net/snmp")?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("no Udp lines in /proc/net/snmp");
+    };
+    let v4 = names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .context("no Udp RcvbufErrors in /proc/net/snmp")?;
+    let v6 = std::fs::read_to_string("/proc/net/snmp6")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let (k, v) = l.split_once(char::is_whitespace)?;
+                (k == "Udp6RcvbufErrors").then(|| v.trim().parse::<u64>().ok())?
+            })
+        })
+        .unwrap_or(0);
+    Ok(v4 + v6)
 }
 
 fn hpb_config(port: u16) -> String {
@@ -179,6 +230,12 @@ pub async fn run(o: Options) -> Result<()> {
                 "msg/s",
             ),
             Row::new("loss", loss(&ours), loss(&theirs), "%"),
+            Row::new(
+                "kernel UDP receive-buffer drops",
+                ours.rcvbuf_drops as f64,
+                theirs.rcvbuf_drops as f64,
+                "pkts",
+            ),
             Row::new(
                 "server CPU per 100k forwarded packets",
                 ours.cpu_per_100k,

@@ -1,19 +1,20 @@
 //! One TURN allocation: its relay socket, the client it belongs to and how to reach it, and
 //! its permissions and channel bindings with their lifetimes.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap as HashMap;
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::limits::Bucket;
 use crate::metrics::Metrics;
 use crate::peer_policy::canonical;
+use crate::write_queue::WriteTx;
 
 /// The transport between client and server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,10 +41,10 @@ impl Transport {
 /// How frames reach the client.
 #[derive(Clone)]
 pub enum ClientSink {
-    /// A UDP listener socket (with its batching state) and the client's address.
-    Udp(Arc<UdpSocket>, Arc<quinn_udp::UdpSocketState>),
+    /// The UDP listener socket (with its batching state) the client talks to.
+    Udp(Arc<std::net::UdpSocket>, Arc<quinn_udp::UdpSocketState>),
     /// The writer of a TCP/TLS connection (frames already padded for the stream).
-    Stream(mpsc::Sender<Vec<u8>>),
+    Stream(WriteTx),
 }
 
 /// Why a ChannelBind was refused (400 Bad Request).
@@ -124,9 +125,9 @@ impl Allocation {
             sink: n.sink,
             state: Mutex::new(AllocState {
                 expires: Instant::now() + n.lifetime,
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                by_peer: HashMap::new(),
+                permissions: HashMap::default(),
+                channels: HashMap::default(),
+                by_peer: HashMap::default(),
                 up: Bucket::new(n.max_bps),
                 down: Bucket::new(n.max_bps),
             }),
@@ -165,9 +166,9 @@ impl AllocState {
     pub fn new(lifetime: Duration, max_bps: u64) -> AllocState {
         AllocState {
             expires: Instant::now() + lifetime,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            by_peer: HashMap::new(),
+            permissions: HashMap::default(),
+            channels: HashMap::default(),
+            by_peer: HashMap::default(),
             up: Bucket::new(max_bps),
             down: Bucket::new(max_bps),
         }
@@ -276,9 +277,9 @@ mod tests {
     fn state() -> AllocState {
         AllocState {
             expires: Instant::now(),
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            by_peer: HashMap::new(),
+            permissions: HashMap::default(),
+            channels: HashMap::default(),
+            by_peer: HashMap::default(),
             up: Bucket::new(0),
             down: Bucket::new(0),
         }

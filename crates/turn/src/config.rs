@@ -54,6 +54,11 @@ pub struct TurnConfig {
     pub workers: usize,
     /// RFC 6062 TCP relaying (Connect); off unless enabled.
     pub tcp_relay: bool,
+    /// Data from one allocation to another allocation's relayed address on this server
+    /// (two clients both relayed here) goes straight to the other client in-process instead
+    /// of through the relay sockets and the kernel; the same checks apply. On by default; off
+    /// only to exercise or measure the socket path.
+    pub relay_short_circuit: bool,
 }
 
 impl TurnConfig {
@@ -89,6 +94,7 @@ impl TurnConfig {
                 .map(|n| n.get())
                 .unwrap_or(1),
             tcp_relay: false,
+            relay_short_circuit: true,
         }
     }
 }

@@ -12,12 +12,15 @@ pub mod error;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+pub mod outbox;
 pub mod peer_policy;
 pub mod relay;
 pub mod server;
 pub mod stream;
 pub mod tcp_relay;
+pub mod to_peer;
 pub mod udp;
+pub mod write_queue;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use crate::auth::AuthFailure;
 
@@ -38,6 +39,54 @@ pub struct Metrics {
     pub stun_bindings: AtomicU64,
     auth_failures: [AtomicU64; 8],
 }
+
+/// Relay counters gathered by one thread over its batches of packets and added to
+/// [`Metrics`] now and then (every 64 batches or 100 ms, and when the thread goes quiet), so
+/// the hot path does not write the counters every thread shares per packet.
+#[derive(Default)]
+pub struct Tally {
+    pub packets_to_peer: u64,
+    pub bytes_to_peer: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub dropped_no_permission: u64,
+    pub dropped_bandwidth: u64,
+    batches: u32,
+    since: Option<Instant>,
+}
+
+impl Tally {
+    /// Ends a batch: adds the counts to `m` if they are due.
+    pub fn batch_done(&mut self, m: &Metrics) {
+        self.batches += 1;
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        if self.batches >= 64 || now.saturating_duration_since(since) >= FLUSH_EVERY {
+            self.flush(m);
+            self.since = Some(now);
+        }
+    }
+
+    /// Adds the counts to `m` and starts over.
+    pub fn flush(&mut self, m: &Metrics) {
+        let add = |c: &AtomicU64, v: &mut u64| {
+            if *v != 0 {
+                c.fetch_add(*v, Relaxed);
+                *v = 0;
+            }
+        };
+        add(&m.packets_to_peer, &mut self.packets_to_peer);
+        add(&m.bytes_to_peer, &mut self.bytes_to_peer);
+        add(&m.packets_to_client, &mut self.packets_to_client);
+        add(&m.bytes_to_client, &mut self.bytes_to_client);
+        add(&m.dropped_no_permission, &mut self.dropped_no_permission);
+        add(&m.dropped_bandwidth, &mut self.dropped_bandwidth);
+        self.batches = 0;
+    }
+}
+
+/// The longest a busy thread keeps counts before adding them to [`Metrics`].
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 impl Metrics {
     pub fn auth_failure(&self, why: AuthFailure) {

@@ -3,13 +3,14 @@
 //! A listener hands it each datagram or stream frame with the table of allocations it owns;
 //! it answers into a buffer and relays data through the allocations' relay sockets.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 
 use crate::allocation::{Allocation, BindError, ClientSink, NewAllocation, Transport};
 use crate::attr;
@@ -20,9 +21,11 @@ use crate::limits::{AuthFailures, Bucket, Quotas};
 use crate::message::{self, Builder, Class, Message, method};
 use crate::metrics::Metrics;
 use crate::peer_policy::PeerPolicy;
+use crate::to_peer::PeerBatch;
 
-/// The allocations one listener (a UDP worker or one stream connection) owns, by client.
-pub type AllocTable = Mutex<HashMap<SocketAddr, Arc<Allocation>>>;
+/// The allocations one listener (a UDP worker or one stream connection) owns, by client
+/// (only authenticated clients within their quotas add entries, so a fast hash is fine).
+pub type AllocTable = Mutex<FxHashMap<SocketAddr, Arc<Allocation>>>;
 
 /// One datagram or stream frame from a client.
 pub struct Incoming<'a> {
@@ -49,7 +52,12 @@ pub struct Server {
     pub(crate) quotas: Quotas,
     auth_failures: AuthFailures,
     total_up: Mutex<Bucket>,
-    pub total_down: Mutex<Bucket>,
+    total_down: Mutex<Bucket>,
+    /// Every UDP allocation by its relayed address, for relaying between two of them
+    /// in-process ([`TurnConfig::relay_short_circuit`]).
+    relays: RwLock<FxHashMap<SocketAddr, Arc<Allocation>>>,
+    /// Bumped whenever `relays` changes, so the listeners' caches of it know to refresh.
+    relays_generation: AtomicU64,
     pub metrics: Arc<Metrics>,
     /// RFC 6062 TCP allocations and their peer connections.
     pub(crate) tcp: crate::tcp_relay::TcpRelays,
@@ -104,6 +112,8 @@ impl Server {
             auth_failures: AuthFailures::new(cfg.auth_failures_per_minute),
             total_up: Mutex::new(Bucket::new(cfg.total_bps)),
             total_down: Mutex::new(Bucket::new(cfg.total_bps)),
+            relays: RwLock::new(FxHashMap::default()),
+            relays_generation: AtomicU64::new(0),
             policy,
             metrics: Arc::new(Metrics::default()),
             tcp: crate::tcp_relay::TcpRelays::default(),
@@ -112,30 +122,18 @@ impl Server {
     }
 
     /// Handles one packet from a client. `make_sink` gives the way back to this client when
-    /// an allocation is created. A reply, if any, is left in `out`. Data for peers is sent
-    /// at once.
+    /// an allocation is created. A reply, if any, is left in `out`. Data for peers is
+    /// collected in `batch`, which the caller flushes after its receive batch.
     pub fn handle(
         self: &Arc<Self>,
         table: &Arc<AllocTable>,
         make_sink: &dyn Fn() -> ClientSink,
         inc: Incoming<'_>,
         out: &mut Vec<u8>,
-    ) -> Reply {
-        self.handle_batched(table, make_sink, inc, out, None)
-    }
-
-    /// Like [`Server::handle`]; with `batch`, data for peers is collected there and leaves
-    /// when the caller flushes it after its receive batch.
-    pub fn handle_batched(
-        self: &Arc<Self>,
-        table: &Arc<AllocTable>,
-        make_sink: &dyn Fn() -> ClientSink,
-        inc: Incoming<'_>,
-        out: &mut Vec<u8>,
-        mut batch: Option<&mut PeerBatch>,
+        batch: &mut PeerBatch,
     ) -> Reply {
         if channel_data::looks_like_channel_data(inc.data) {
-            self.client_channel_data(table, &inc, batch.as_deref_mut());
+            self.client_channel_data(table, &inc, batch);
             return Reply::None;
         }
         let msg = match Message::parse(inc.data) {
@@ -162,17 +160,15 @@ impl Server {
         }
     }
 
-    fn client_channel_data(
-        &self,
-        table: &AllocTable,
-        inc: &Incoming<'_>,
-        batch: Option<&mut PeerBatch>,
-    ) {
+    fn client_channel_data(&self, table: &AllocTable, inc: &Incoming<'_>, batch: &mut PeerBatch) {
         let Ok((channel, data)) = channel_data::parse(inc.data) else {
             self.metrics.dropped_malformed.fetch_add(1, Relaxed);
             return;
         };
-        let Some(alloc) = table.lock().get(&inc.from).cloned() else {
+        // The table is this listener's own: holding it over the packet costs nothing, and
+        // saves touching the allocation's shared reference count per packet.
+        let table = table.lock();
+        let Some(alloc) = table.get(&inc.from) else {
             return;
         };
         let now = Instant::now();
@@ -186,16 +182,13 @@ impl Server {
                 self.metrics.dropped_no_permission.fetch_add(1, Relaxed);
                 return;
             }
-            if !st.up.take(data.len(), now) || !self.total_up.lock().take(data.len(), now) {
+            if !st.up.take(data.len(), now) || !self.take_total_up(data.len(), now) {
                 self.metrics.dropped_bandwidth.fetch_add(1, Relaxed);
                 return;
             }
             peer
         };
-        match batch {
-            Some(b) => b.push(&alloc, peer, data),
-            None => self.to_peer(&alloc, peer, data),
-        }
+        batch.push(alloc, peer, data);
     }
 
     fn send_indication(
@@ -203,7 +196,7 @@ impl Server {
         table: &AllocTable,
         inc: &Incoming<'_>,
         msg: &Message<'_>,
-        batch: Option<&mut PeerBatch>,
+        batch: &mut PeerBatch,
     ) {
         let Some(alloc) = table.lock().get(&inc.from).cloned() else {
             return;
@@ -226,33 +219,36 @@ impl Server {
                 self.metrics.dropped_no_permission.fetch_add(1, Relaxed);
                 return;
             }
-            if !st.up.take(data.len(), now) || !self.total_up.lock().take(data.len(), now) {
+            if !st.up.take(data.len(), now) || !self.take_total_up(data.len(), now) {
                 self.metrics.dropped_bandwidth.fetch_add(1, Relaxed);
                 return;
             }
         }
-        match batch {
-            Some(b) => b.push(&alloc, peer, data),
-            None => self.to_peer(&alloc, peer, data),
-        }
+        batch.push(&alloc, peer, data);
     }
 
-    fn to_peer(&self, alloc: &Allocation, peer: SocketAddr, data: &[u8]) {
-        let peer = relay_destination(alloc, peer);
-        // Straight to the non-blocking socket: tokio's `try_send_to` answers WouldBlock until
-        // its reactor has once seen the socket writable, which dropped the first packets sent
-        // through a fresh relay.
-        match socket2::SockRef::from(&*alloc.relay).send_to(data, &peer.into()) {
-            Ok(_) => {
-                self.metrics.packets_to_peer.fetch_add(1, Relaxed);
-                self.metrics
-                    .bytes_to_peer
-                    .fetch_add(data.len() as u64, Relaxed);
-            }
-            Err(e) => {
-                tracing::debug!(peer = %peer, "relay send failed: {e}");
-            }
+    /// Takes `bytes` from the server-wide upstream cap (`total_bps`).
+    pub(crate) fn take_total_up(&self, bytes: usize, now: Instant) -> bool {
+        self.cfg.total_bps == 0 || self.total_up.lock().take(bytes, now)
+    }
+
+    /// Takes `bytes` from the server-wide downstream cap (`total_bps`).
+    pub(crate) fn take_total_down(&self, bytes: usize, now: Instant) -> bool {
+        self.cfg.total_bps == 0 || self.total_down.lock().take(bytes, now)
+    }
+
+    /// Our own UDP allocation whose relayed address is `dest`, if relaying between our
+    /// allocations in-process is on.
+    pub(crate) fn local_relay(&self, dest: SocketAddr) -> Option<Arc<Allocation>> {
+        if !self.cfg.relay_short_circuit {
+            return None;
         }
+        self.relays.read().get(&dest).cloned()
+    }
+
+    /// Changes whenever an allocation is added to or removed from the in-process relay table.
+    pub(crate) fn relays_generation(&self) -> u64 {
+        self.relays_generation.load(Acquire)
     }
 
     fn request(
@@ -566,6 +562,8 @@ impl Server {
             self.metrics.clone(),
         ));
         table.lock().insert(inc.from, alloc.clone());
+        self.relays.write().insert(alloc.relayed, alloc.clone());
+        self.relays_generation.fetch_add(1, Release);
         tokio::spawn(crate::relay::run(
             self.clone(),
             alloc.clone(),
@@ -673,6 +671,9 @@ impl Server {
             let Ok(std) = bind_udp(SocketAddr::new(bind_ip, port), v6) else {
                 continue;
             };
+            // Room for a burst from the peer while the relay's thread is busy (a limit, not
+            // memory taken up front).
+            let _ = socket2::SockRef::from(&std).set_recv_buffer_size(1 << 20);
             let Ok(sock) = tokio::net::UdpSocket::from_std(std) else {
                 continue;
             };
@@ -739,6 +740,16 @@ impl Server {
 
     /// Closes an allocation and gives its quota back.
     pub fn release(&self, a: &Allocation) {
+        {
+            let mut relays = self.relays.write();
+            if relays
+                .get(&a.relayed)
+                .is_some_and(|r| std::ptr::eq(&**r, a))
+            {
+                relays.remove(&a.relayed);
+                self.relays_generation.fetch_add(1, Release);
+            }
+        }
         if a.close() {
             self.quotas.release(&a.user, a.client.ip());
             tracing::info!(client = %a.client, relayed = %a.relayed, "TURN allocation closed");
@@ -908,93 +919,4 @@ pub fn data_indication(out: &mut Vec<u8>, peer: SocketAddr, data: &[u8], txid: [
 /// Whether a buffer is STUN or ChannelData (for demultiplexing a shared port).
 pub fn is_turn_packet(buf: &[u8]) -> bool {
     message::looks_like_stun(buf) || channel_data::looks_like_channel_data(buf)
-}
-
-/// A v4 relay socket sends to the IPv4 form of a mapped address.
-fn relay_destination(alloc: &Allocation, peer: SocketAddr) -> SocketAddr {
-    match (alloc.relayed, crate::peer_policy::canonical(peer.ip())) {
-        (SocketAddr::V4(_), ip @ IpAddr::V4(_)) => SocketAddr::new(ip, peer.port()),
-        _ => peer,
-    }
-}
-
-/// Client data bound for peers, collected over one receive batch of a UDP worker: runs of
-/// equal-sized packets of one allocation to one peer leave as a single GSO send. The order
-/// of each (allocation, peer) flow is kept.
-#[derive(Default)]
-pub struct PeerBatch {
-    data: Vec<u8>,
-    items: Vec<(Arc<Allocation>, SocketAddr, usize, usize)>,
-    sent: Vec<bool>,
-    run: Vec<u8>,
-}
-
-impl PeerBatch {
-    fn push(&mut self, alloc: &Arc<Allocation>, peer: SocketAddr, data: &[u8]) {
-        let start = self.data.len();
-        self.data.extend_from_slice(data);
-        self.items.push((
-            alloc.clone(),
-            relay_destination(alloc, peer),
-            start,
-            data.len(),
-        ));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Sends everything collected and empties the batch.
-    pub fn flush(&mut self, metrics: &Metrics) {
-        let n = self.items.len();
-        self.sent.clear();
-        self.sent.resize(n, false);
-        for i in 0..n {
-            if self.sent[i] {
-                continue;
-            }
-            let (alloc, peer, start, len) = &self.items[i];
-            let max = alloc.relay_state.max_gso_segments().max(1);
-            self.run.clear();
-            self.run
-                .extend_from_slice(&self.data[*start..*start + *len]);
-            self.sent[i] = true;
-            let mut count = 1;
-            for j in i + 1..n {
-                if self.sent[j] {
-                    continue;
-                }
-                let (a2, p2, s2, l2) = &self.items[j];
-                if !Arc::ptr_eq(alloc, a2) || p2 != peer {
-                    continue;
-                }
-                if l2 != len || count >= max {
-                    // The flow continues with another size: keep its order.
-                    break;
-                }
-                self.run.extend_from_slice(&self.data[*s2..*s2 + *l2]);
-                self.sent[j] = true;
-                count += 1;
-            }
-            let t = quinn_udp::Transmit {
-                destination: *peer,
-                ecn: None,
-                contents: &self.run,
-                segment_size: (count > 1).then_some(*len),
-                src_ip: None,
-            };
-            match alloc.relay_state.try_send((&*alloc.relay).into(), &t) {
-                Ok(()) => {
-                    metrics.packets_to_peer.fetch_add(count as u64, Relaxed);
-                    metrics
-                        .bytes_to_peer
-                        .fetch_add((count * len) as u64, Relaxed);
-                }
-                Err(e) => tracing::debug!(peer = %peer, "relay send failed: {e}"),
-            }
-        }
-        self.items.clear();
-        self.data.clear();
-    }
 }

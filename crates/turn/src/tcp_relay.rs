@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::allocation::{AllocState, ClientSink};
 use crate::attr;
@@ -21,6 +21,7 @@ use crate::auth;
 use crate::message::{Builder, Class, Message, method};
 use crate::peer_policy::canonical;
 use crate::server::{Authed, Incoming, Refusal, Reply, Server, refuse};
+use crate::write_queue::WriteTx;
 
 /// How long a peer connection waits for the client's ConnectionBind, and a Connect for the
 /// peer to answer (RFC 6062 §5.2, §5.3).
@@ -32,7 +33,7 @@ pub struct TcpAllocation {
     pub user: String,
     pub key: [u8; 16],
     pub relayed: SocketAddr,
-    control: mpsc::Sender<Vec<u8>>,
+    control: WriteTx,
     pub state: Mutex<AllocState>,
     /// Peers with a connection (made or pending), for 446 Connection Already Exists.
     peers: Mutex<HashMap<SocketAddr, u32>>,

@@ -3,11 +3,13 @@
 
 use hpb_test_support::turnutils::{EchoPeer, uclient};
 
-use crate::support::{SECRET, loopback_config, start, udp_addr};
+use crate::support::{SECRET, loopback_config, start, udp_addr, wait_metric};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_client_to_client_relays_every_message() {
-    let s = start(loopback_config()).await;
+/// 4 clients, 200 messages each, client to client over UDP; both legs counted.
+async fn udp_client_to_client(short_circuit: bool) {
+    let mut cfg = loopback_config();
+    cfg.relay_short_circuit = short_circuit;
+    let s = start(cfg).await;
     let port = udp_addr(&s).port().to_string();
     let r = uclient(&[
         "-W",
@@ -30,6 +32,22 @@ async fn udp_client_to_client_relays_every_message() {
     ])
     .await;
     r.assert_all_delivered(800);
+    for direction in ["to_peer", "to_client"] {
+        let name = format!("hpb_turn_relayed_packets_total{{direction=\"{direction}\"}}");
+        // Counters are added after each batch is sent: wait for the last one.
+        assert_eq!(wait_metric(&s, &name, |v| v >= 800).await, 800, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_client_to_client_relays_every_message() {
+    udp_client_to_client(true).await;
+}
+
+/// The same without the in-process short cut: through both relay sockets and the kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_client_to_client_through_the_relay_sockets() {
+    udp_client_to_client(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,11 +140,9 @@ async fn many_allocations_through_an_echo_peer() {
     .await;
     drop(peer);
     r.assert_all_delivered(1000);
-    let m = s.metrics();
-    assert!(
-        m.contains("hpb_turn_relayed_packets_total{direction=\"to_peer\"} 1000"),
-        "{m}"
-    );
+    let to_peer = "hpb_turn_relayed_packets_total{direction=\"to_peer\"}";
+    // Counters are published shortly after the packets leave.
+    assert_eq!(wait_metric(&s, to_peer, |v| v >= 1000).await, 1000);
 }
 
 #[tokio::test]
