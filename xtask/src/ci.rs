@@ -10,7 +10,8 @@ use crate::{deps, fuzz, proc, test, workspace};
 
 const FUZZ_SECONDS: u64 = 10;
 
-pub fn run() -> Result<()> {
+/// `with_tests: false` leaves the tests out (`.ci/run` runs them as `cargo xtask test`).
+pub fn run(with_tests: bool) -> Result<()> {
     let started = Instant::now();
     let mut failed: Vec<String> = Vec::new();
     let mut check = |name: &str, result: Result<()>| {
@@ -38,15 +39,17 @@ pub fn run() -> Result<()> {
             ]))
         }),
     );
-    check(
-        "test",
-        proc::step("test", || {
-            test::run(test::Options {
-                quick: true,
-                nextest_args: Vec::new(),
-            })
-        }),
-    );
+    if with_tests {
+        check(
+            "test",
+            proc::step("test", || {
+                test::run(test::Options {
+                    quick: true,
+                    nextest_args: Vec::new(),
+                })
+            }),
+        );
+    }
     if fuzz::exists() {
         // Fuzzing needs cargo-fuzz from crates.io; if it cannot be installed, say so loudly
         // and skip fuzzing rather than fail the whole run on a tool install.
