@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Bytes queued towards one stream client at most (the kernel's send buffer comes on top).
-pub const QUEUE_BYTES: usize = 1024 * 1024;
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Buffers queued at most (each at least one frame).
 const QUEUE_BUFFERS: usize = 4096;
 
