@@ -490,6 +490,10 @@ async fn run(
     } = peer;
     let mut buf = vec![0u8; 2048];
     let mut connected = false;
+    // str0m's clock is where the last input left it (the offer was made before the answer
+    // came): without a fresh timeout the ICE agent's first check waits for the old timer.
+    rtc.handle_input(Input::Timeout(Instant::now()))
+        .context("str0m timeout")?;
     loop {
         let Some(timeout) = drain(&mut rtc, &socket, &mut role, &audio_pts, &mut connected)? else {
             return Ok(role);
