@@ -205,6 +205,11 @@ impl AllocState {
         self.permissions.len()
     }
 
+    /// Whether a permission for `ip` exists or one more fits under `max`.
+    pub fn permission_fits(&self, ip: IpAddr, max: usize) -> bool {
+        self.permissions.contains_key(&canonical(ip)) || self.permissions.len() < max
+    }
+
     /// Binds `channel` to `peer` or refreshes that binding.
     pub fn bind_channel(
         &mut self,

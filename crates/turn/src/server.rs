@@ -522,6 +522,15 @@ impl Server {
                 "Bad Request: REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY together",
             ));
         }
+        // RFC 8656 §7.2: the additional family can only be IPv6.
+        if let Some(v) = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY)
+            && v.first() != Some(&attr::FAMILY_V6)
+        {
+            return Err(refuse(
+                400,
+                "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6 (0x02)",
+            ));
+        }
         let lifetime = self.lifetime(msg)?;
         let lifetime = if lifetime.is_zero() {
             self.cfg.default_lifetime
@@ -850,6 +859,13 @@ impl Server {
         }
         let now = Instant::now();
         let mut st = a.state.lock();
+        // Checked before binding: a refused ChannelBind changes nothing (RFC 8656 §12.2).
+        if !st.permission_fits(peer.ip(), self.cfg.max_permissions) {
+            return Err(refuse(
+                508,
+                "Insufficient Capacity: too many permissions on this allocation",
+            ));
+        }
         st.bind_channel(
             channel,
             peer,

@@ -989,6 +989,12 @@ async fn permission_and_channel_caps_are_508() {
             .await,
         508,
     );
+    // A ChannelBind to a third peer needs a permission that does not fit: 508, and the
+    // channel stays unbound (binding it to another peer below works).
+    let r = c
+        .channel_bind(0x4000, "127.0.0.4:1".parse().expect("addr"))
+        .await;
+    assert_error(&r, 508);
     let r = c
         .channel_bind(0x4000, "127.0.0.2:1".parse().expect("addr"))
         .await;
@@ -1012,6 +1018,9 @@ async fn additional_address_family_gets_an_address_error_code() {
                 .attr(0x8000, &[2, 0, 0, 0]),
         )
         .await;
+    assert_error(&r, 400);
+    // The additional family can only be IPv6.
+    let r = c.request(allocate_msg().attr(0x8000, &[1, 0, 0, 0])).await;
     assert_error(&r, 400);
     let r = c.request(allocate_msg().attr(0x8000, &[2, 0, 0, 0])).await;
     assert_eq!(r.class, Class::Success, "{}", r.describe());
