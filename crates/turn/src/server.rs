@@ -765,9 +765,14 @@ impl Server {
         }
     }
 
+    /// An IPv4 allocation takes IPv4 peers (also written IPv4-mapped); an IPv6 one takes
+    /// IPv6 peers but not IPv4-mapped ones, which its IPv6-only relay socket cannot reach.
     pub(crate) fn peer_family_matches(a: &Allocation, peer: SocketAddr) -> bool {
-        a.relayed.is_ipv4() == crate::peer_policy::canonical(peer.ip()).is_ipv4()
-            || (a.relayed.is_ipv6() && peer.is_ipv6())
+        match (a.relayed, peer.ip()) {
+            (SocketAddr::V4(_), ip) => crate::peer_policy::canonical(ip).is_ipv4(),
+            (SocketAddr::V6(_), std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_none(),
+            (SocketAddr::V6(_), std::net::IpAddr::V4(_)) => false,
+        }
     }
 
     fn create_permission(

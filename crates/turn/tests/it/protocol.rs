@@ -694,6 +694,12 @@ async fn ipv6_relay_to_an_ipv6_peer() {
             .await,
         443,
     );
+    // The same IPv4 peer written IPv4-mapped is no IPv6 peer either.
+    assert_error(
+        &c.create_permission("[::ffff:127.0.0.1]:5000".parse().expect("addr"))
+            .await,
+        443,
+    );
     c.send_indication(peer.addr(), b"over v6").await;
     let (d, from) = peer.recv().await;
     assert_eq!((d.as_slice(), from), (&b"over v6"[..], relayed));
