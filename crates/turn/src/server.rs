@@ -768,11 +768,65 @@ impl Server {
     /// An IPv4 allocation takes IPv4 peers (also written IPv4-mapped); an IPv6 one takes
     /// IPv6 peers but not IPv4-mapped ones, which its IPv6-only relay socket cannot reach.
     pub(crate) fn peer_family_matches(a: &Allocation, peer: SocketAddr) -> bool {
-        match (a.relayed, peer.ip()) {
-            (SocketAddr::V4(_), ip) => crate::peer_policy::canonical(ip).is_ipv4(),
-            (SocketAddr::V6(_), std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_none(),
-            (SocketAddr::V6(_), std::net::IpAddr::V4(_)) => false,
+        family_matches(a.relayed, peer)
+    }
+
+    /// CreatePermission for any allocation (UDP here, RFC 6062 TCP in `tcp_relay`): every
+    /// peer's family and the peer policy checked, then the permissions installed within
+    /// the cap, and the success written to `out`.
+    pub(crate) fn install_permissions(
+        &self,
+        msg: &Message<'_>,
+        authed: &Authed,
+        client: SocketAddr,
+        relayed: SocketAddr,
+        state: &parking_lot::Mutex<crate::allocation::AllocState>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        let peers = msg
+            .xor_addresses(attr::XOR_PEER_ADDRESS)
+            .map_err(|e| refuse(400, format!("Bad Request: {e}")))?;
+        if peers.is_empty() {
+            return Err(refuse(400, "Bad Request: XOR-PEER-ADDRESS is missing"));
         }
+        for p in &peers {
+            if !family_matches(relayed, *p) {
+                return Err(refuse(443, "Peer Address Family Mismatch"));
+            }
+            if let Err(r) = self.policy.check_ip(*p) {
+                self.metrics.refused_peers.fetch_add(1, Relaxed);
+                tracing::warn!(client = %client, peer = %p, "TURN peer refused: {}", r.reason);
+                return Err(refuse(403, format!("Forbidden: {}", r.reason)));
+            }
+        }
+        let until = Instant::now() + self.cfg.permission_lifetime;
+        let mut st = state.lock();
+        // All or nothing: a request whose peers do not all fit installs none.
+        let new = peers
+            .iter()
+            .filter(|p| !st.permission_fits(p.ip(), 0))
+            .map(|p| crate::peer_policy::canonical(p.ip()))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        if st.permission_count() + new > self.cfg.max_permissions {
+            return Err(refuse(
+                508,
+                "Insufficient Capacity: too many permissions on this allocation",
+            ));
+        }
+        for p in &peers {
+            st.add_permission(p.ip(), until, self.cfg.max_permissions, &self.metrics);
+        }
+        drop(st);
+        Builder::new(
+            out,
+            method::CREATE_PERMISSION,
+            Class::Success,
+            msg.transaction_id(),
+        )
+        .integrity(&authed.key)
+        .fingerprint();
+        Ok(())
     }
 
     fn create_permission(
@@ -788,42 +842,7 @@ impl Server {
                 "Allocation Mismatch: no allocation for this client address",
             ));
         };
-        let peers = msg
-            .xor_addresses(attr::XOR_PEER_ADDRESS)
-            .map_err(|e| refuse(400, format!("Bad Request: {e}")))?;
-        if peers.is_empty() {
-            return Err(refuse(400, "Bad Request: XOR-PEER-ADDRESS is missing"));
-        }
-        for p in &peers {
-            if !Self::peer_family_matches(&a, *p) {
-                return Err(refuse(443, "Peer Address Family Mismatch"));
-            }
-            if let Err(r) = self.policy.check_ip(*p) {
-                self.metrics.refused_peers.fetch_add(1, Relaxed);
-                tracing::warn!(client = %a.client, peer = %p, "TURN peer refused: {}", r.reason);
-                return Err(refuse(403, format!("Forbidden: {}", r.reason)));
-            }
-        }
-        let until = Instant::now() + self.cfg.permission_lifetime;
-        let mut st = a.state.lock();
-        for p in &peers {
-            if !st.add_permission(p.ip(), until, self.cfg.max_permissions, &self.metrics) {
-                return Err(refuse(
-                    508,
-                    "Insufficient Capacity: too many permissions on this allocation",
-                ));
-            }
-        }
-        drop(st);
-        Builder::new(
-            out,
-            method::CREATE_PERMISSION,
-            Class::Success,
-            msg.transaction_id(),
-        )
-        .integrity(&authed.key)
-        .fingerprint();
-        Ok(())
+        self.install_permissions(msg, authed, a.client, a.relayed, &a.state, out)
     }
 
     fn channel_bind(
@@ -904,6 +923,16 @@ impl Server {
         .integrity(&authed.key)
         .fingerprint();
         Ok(())
+    }
+}
+
+/// An IPv4 allocation takes IPv4 peers (also written IPv4-mapped); an IPv6 one takes IPv6
+/// peers but not IPv4-mapped ones, which its IPv6-only relay socket cannot reach.
+pub(crate) fn family_matches(relayed: SocketAddr, peer: SocketAddr) -> bool {
+    match (relayed, peer.ip()) {
+        (SocketAddr::V4(_), ip) => crate::peer_policy::canonical(ip).is_ipv4(),
+        (SocketAddr::V6(_), std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_none(),
+        (SocketAddr::V6(_), std::net::IpAddr::V4(_)) => false,
     }
 }
 

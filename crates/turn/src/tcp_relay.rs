@@ -470,42 +470,9 @@ fn create_permission(
     a: &TcpAllocation,
     out: &mut Vec<u8>,
 ) -> Result<Reply, Refusal> {
-    let peers = msg
-        .xor_addresses(attr::XOR_PEER_ADDRESS)
-        .map_err(|e| refuse(400, format!("Bad Request: {e}")))?;
-    if peers.is_empty() {
-        return Err(refuse(400, "Bad Request: XOR-PEER-ADDRESS is missing"));
-    }
-    for p in &peers {
-        if canonical(p.ip()).is_ipv4() != a.relayed.is_ipv4() {
-            return Err(refuse(443, "Peer Address Family Mismatch"));
-        }
-        if let Err(r) = server.policy.check_ip(*p) {
-            server.metrics.refused_peers.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(client = %a.client, peer = %p, "TURN peer refused: {}", r.reason);
-            return Err(refuse(403, format!("Forbidden: {}", r.reason)));
-        }
-    }
-    let until = Instant::now() + server.cfg.permission_lifetime;
-    let mut st = a.state.lock();
-    for p in &peers {
-        if !st.add_permission(p.ip(), until, server.cfg.max_permissions, &server.metrics) {
-            return Err(refuse(
-                508,
-                "Insufficient Capacity: too many permissions on this allocation",
-            ));
-        }
-    }
-    drop(st);
-    Builder::new(
-        out,
-        method::CREATE_PERMISSION,
-        Class::Success,
-        msg.transaction_id(),
-    )
-    .integrity(&authed.key)
-    .fingerprint();
-    Ok(Reply::Send)
+    server
+        .install_permissions(msg, authed, a.client, a.relayed, &a.state, out)
+        .map(|()| Reply::Send)
 }
 
 fn refresh(
