@@ -207,14 +207,7 @@ async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool, temporal: 
     }
     assert!(ready["ready"]["publisher"].is_string(), "{ready}");
     // Talk puts the participants in the call through the backend; requestoffer needs it.
-    let (status, _, body) = nc
-        .post_room(
-            &hpb.http_url(),
-            "call",
-            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    nc.put_everyone_in_call(&hpb.http_url(), "call").await;
     stdin.write_all(b"go\n").await.expect("tell the driver");
     stdin.flush().await.expect("flush");
 

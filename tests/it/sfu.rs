@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hpb_test_support::free_port;
 use hpb_test_support::{FakeNextcloud, Hpb, free_config};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -98,14 +98,7 @@ async fn a_call_through_the_sfu_with_one_publisher_and_two_subscribers() {
     let bob = start(&hpb, &nc, "subscribe", "bob", 6, Some(&alice.sessionid)).await;
     let carol = start(&hpb, &nc, "subscribe", "carol", 6, Some(&alice.sessionid)).await;
     // Talk puts the participants in the call through the backend; requestoffer needs it.
-    let (status, _, body) = nc
-        .post_room(
-            &hpb.http_url(),
-            "call",
-            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    nc.put_everyone_in_call(&hpb.http_url(), "call").await;
     let alice_id = alice.sessionid.clone();
 
     let (a, b, c) = tokio::join!(finish(alice), finish(bob), finish(carol));
@@ -181,14 +174,7 @@ async fn media_flows_through_hpbs_own_turn_with_relay_only_ice() {
         &turn_args,
     )
     .await;
-    let (status, _, body) = nc
-        .post_room(
-            &hpb.http_url(),
-            "call",
-            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    nc.put_everyone_in_call(&hpb.http_url(), "call").await;
     let (a, b) = tokio::join!(finish(alice), finish(bob));
     assert!(a.get("failure").is_none(), "publisher: {a}");
     assert!(b.get("failure").is_none(), "subscriber: {b}");
@@ -306,14 +292,7 @@ async fn lost_video_packets_are_nacked_and_recovered_with_rtx() {
         &drop,
     )
     .await;
-    let (status, _, body) = nc
-        .post_room(
-            &hpb.http_url(),
-            "call",
-            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    nc.put_everyone_in_call(&hpb.http_url(), "call").await;
     let (a, b) = tokio::join!(finish(alice), finish(bob));
     assert!(a.get("failure").is_none(), "publisher: {a}");
     assert!(b.get("failure").is_none(), "subscriber: {b}");
@@ -362,14 +341,7 @@ async fn ipv6_clients_publish_and_subscribe_on_the_ipv6_socket() {
         &v6,
     )
     .await;
-    let (status, _, body) = nc
-        .post_room(
-            &hpb.http_url(),
-            "call",
-            json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    nc.put_everyone_in_call(&hpb.http_url(), "call").await;
     let (a, b) = tokio::join!(finish(alice), finish(bob));
     assert!(a.get("failure").is_none(), "publisher: {a}");
     assert!(b.get("failure").is_none(), "subscriber: {b}");

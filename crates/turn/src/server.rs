@@ -716,12 +716,7 @@ impl Server {
         existing: Option<Arc<Allocation>>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        let Some(a) = existing else {
-            return Err(refuse(
-                437,
-                "Allocation Mismatch: no allocation for this client address",
-            ));
-        };
+        let a = allocation_of(existing)?;
         // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY other than the allocation's is 443.
         if let Some(family) = msg
             .get(attr::REQUESTED_ADDRESS_FAMILY)
@@ -763,12 +758,6 @@ impl Server {
             self.quotas.release(&a.user, a.client.ip());
             tracing::info!(client = %a.client, relayed = %a.relayed, "TURN allocation closed");
         }
-    }
-
-    /// An IPv4 allocation takes IPv4 peers (also written IPv4-mapped); an IPv6 one takes
-    /// IPv6 peers but not IPv4-mapped ones, which its IPv6-only relay socket cannot reach.
-    pub(crate) fn peer_family_matches(a: &Allocation, peer: SocketAddr) -> bool {
-        family_matches(a.relayed, peer)
     }
 
     /// CreatePermission for any allocation (UDP here, RFC 6062 TCP in `tcp_relay`): every
@@ -836,12 +825,7 @@ impl Server {
         existing: Option<Arc<Allocation>>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        let Some(a) = existing else {
-            return Err(refuse(
-                437,
-                "Allocation Mismatch: no allocation for this client address",
-            ));
-        };
+        let a = allocation_of(existing)?;
         self.install_permissions(msg, authed, a.client, a.relayed, &a.state, out)
     }
 
@@ -852,12 +836,7 @@ impl Server {
         existing: Option<Arc<Allocation>>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        let Some(a) = existing else {
-            return Err(refuse(
-                437,
-                "Allocation Mismatch: no allocation for this client address",
-            ));
-        };
+        let a = allocation_of(existing)?;
         let channel = match msg.get(attr::CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return Err(refuse(400, "Bad Request: CHANNEL-NUMBER is missing")),
@@ -873,7 +852,7 @@ impl Server {
             Ok(None) => return Err(refuse(400, "Bad Request: XOR-PEER-ADDRESS is missing")),
             Err(e) => return Err(refuse(400, format!("Bad Request: {e}"))),
         };
-        if !Self::peer_family_matches(&a, peer) {
+        if !family_matches(a.relayed, peer) {
             return Err(refuse(443, "Peer Address Family Mismatch"));
         }
         if let Err(r) = self.policy.check_destination(peer) {
@@ -924,6 +903,16 @@ impl Server {
         .fingerprint();
         Ok(())
     }
+}
+
+/// The client's allocation for Refresh, CreatePermission and ChannelBind, or 437.
+fn allocation_of(existing: Option<Arc<Allocation>>) -> Result<Arc<Allocation>, Refusal> {
+    existing.ok_or_else(|| {
+        refuse(
+            437,
+            "Allocation Mismatch: no allocation for this client address",
+        )
+    })
 }
 
 /// An IPv4 allocation takes IPv4 peers (also written IPv4-mapped); an IPv6 one takes IPv6

@@ -800,6 +800,19 @@ impl FakeNextcloud {
         .await
     }
 
+    /// What Talk does when a call starts: puts every session of `room` in the call (flags
+    /// 7: in call with audio and video) through hpb's backend API; asserts hpb took it.
+    pub async fn put_everyone_in_call(&self, hpb_base: &str, room: &str) {
+        let (status, _, body) = self
+            .post_room(
+                hpb_base,
+                room,
+                json!({"type": "incall", "incall": {"incall": 7, "all": true}}),
+            )
+            .await;
+        assert_eq!(status, 200, "incall all for {room}: {body}");
+    }
+
     /// Like [`Self::post_room`] with raw bytes and options to break the request.
     pub async fn post_room_raw(
         &self,
