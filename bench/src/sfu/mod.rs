@@ -19,8 +19,8 @@
 //! primary address (still loopback-routed).
 //!
 //! Environment: `HPB_BENCH_SFU_ONLY=hpb|upstream` runs one side; `HPB_BENCH_PERF=DIR` records
-//! `perf record -g` of the SFU process over the window; `HPB_BENCH_DEBUG=1` prints the
-//! signaling frames; `HPB_BENCH_KEEP=1` keeps Janus's and upstream's config and logs in /tmp.
+//! `perf record` of the SFU process over the window (`HPB_BENCH_PERF_CALLGRAPH=dwarf` for
+//! callers); `HPB_BENCH_DEBUG=1` prints the signaling frames; `HPB_BENCH_KEEP=1` keeps Janus's and upstream's config and logs in /tmp.
 
 mod media;
 mod payload;
@@ -400,13 +400,16 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// With `HPB_BENCH_PERF=DIR`, `perf record -g` of the SFU process over the window into
+/// With `HPB_BENCH_PERF=DIR`, `perf record` of the SFU process over the window into
 /// `DIR/perf-<pid>.data` (for finding hot spots; not part of the figures).
+/// `HPB_BENCH_PERF_CALLGRAPH=dwarf` unwinds with DWARF (the release build keeps no frame
+/// pointers, so `-g` alone shows no callers of memcpy or malloc).
 fn start_perf(pid: u32) -> Option<std::process::Child> {
     let dir = std::env::var_os("HPB_BENCH_PERF")?;
     let out = std::path::Path::new(&dir).join(format!("perf-{pid}.data"));
+    let graph = std::env::var("HPB_BENCH_PERF_CALLGRAPH").unwrap_or_else(|_| "fp".into());
     std::process::Command::new("perf")
-        .args(["record", "-g", "-q", "-o"])
+        .args(["record", "-F", "499", "--call-graph", &graph, "-q", "-o"])
         .arg(&out)
         .args(["-p", &pid.to_string()])
         .stdout(std::process::Stdio::null())
