@@ -55,8 +55,9 @@ async fn start_with(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // `--opt=value`: a session id may start with '-', which argparse would take for an option.
     if let Some(p) = publisher {
-        cmd.args(["--publisher", p]);
+        cmd.arg(format!("--publisher={p}"));
     }
     cmd.args(extra);
     let mut child = cmd
@@ -226,7 +227,11 @@ async fn screen_share_is_pushed_with_sendoffer_and_ends_with_unshare_screen() {
         "alice",
         6,
         None,
-        &["--targets".into(), targets, "--linger".into(), "10".into()],
+        &[
+            format!("--targets={targets}"),
+            "--linger".into(),
+            "10".into(),
+        ],
     )
     .await;
     let alice_id = alice.sessionid.clone();
