@@ -197,6 +197,11 @@ pub(crate) struct TrackOut {
     /// No keyframe was forwarded on this track yet: one is asked for (again, within the
     /// rate limit) until it comes, so a new viewer does not wait for the next periodic one.
     pub needs_keyframe: bool,
+    /// The wallclock of the last frame written. str0m queues written frames in wallclock
+    /// order, and frames of two layers completed in one receive batch may carry arrival times
+    /// out of write order (a big keyframe completes before a small frame written ahead of
+    /// it): the wallclock written never goes back, so frames leave in the order written.
+    pub last_wallclock: Option<Instant>,
 }
 
 impl TrackOut {
@@ -209,6 +214,7 @@ impl TrackOut {
             temporal: crate::temporal::ALL,
             needs_keyframe: true,
             cap: LayerCap::default(),
+            last_wallclock: None,
         }
     }
 }

@@ -115,6 +115,10 @@ pub(crate) struct Worker {
     pending: Vec<PendingSubscribe>,
     /// Closed peers still draining their close output.
     closing: Vec<Closing>,
+    /// Peers that got input since they were last polled: a receive batch is handed to str0m
+    /// datagram by datagram, and each peer is polled once for the whole batch (a video frame
+    /// is several datagrams; polling a str0m instance costs several microseconds).
+    touched: Vec<PeerId>,
 }
 
 /// The bound sockets, moved into the worker's runtime when it starts.
@@ -208,6 +212,7 @@ impl Worker {
             selections: HashMap::new(),
             pending: Vec::new(),
             closing: Vec::new(),
+            touched: Vec::new(),
         })
     }
 
@@ -334,6 +339,7 @@ impl Worker {
             for (src, data) in batch.datagrams(n) {
                 self.on_datagram(data, src, net);
             }
+            self.drive_touched(net);
         }
     }
 
@@ -362,11 +368,12 @@ impl Worker {
                     return;
                 };
                 let (local, known) = (conn.local, conn.peer);
-                if let Some(id) = self.receive(Protocol::Tcp, &data, remote, local, known, net)
+                if let Some(id) = self.receive(Protocol::Tcp, &data, remote, local, known)
                     && let Some(c) = net.tcp.get_mut(&remote)
                 {
                     c.peer = Some(id);
                 }
+                self.drive_touched(net);
             }
         }
     }
@@ -393,7 +400,7 @@ impl Worker {
         inc(&self.metrics.udp_rx_bytes, data.len() as u64);
         let mapped = self.by_addr.get(&source).copied();
         let destination = net.udp_candidate(source);
-        if let Some(id) = self.receive(Protocol::Udp, data, source, destination, mapped, net) {
+        if let Some(id) = self.receive(Protocol::Udp, data, source, destination, mapped) {
             debug!(peer = id, %source, "new 5-tuple for peer");
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.addrs.push(source);
@@ -417,7 +424,6 @@ impl Worker {
         source: SocketAddr,
         destination: SocketAddr,
         mapped: Option<PeerId>,
-        net: &Net,
     ) -> Option<PeerId> {
         let by_ufrag = crate::stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
         let known = match (by_ufrag, mapped) {
@@ -459,7 +465,7 @@ impl Worker {
             self.fail_peer(id, e);
             return None;
         }
-        self.drive(vec![id], net);
+        self.touched.push(id);
         known.is_none().then_some(id)
     }
 
@@ -566,6 +572,14 @@ impl Worker {
                     });
                 }
             }
+        }
+    }
+
+    /// Poll the peers that got input (see `touched`).
+    fn drive_touched(&mut self, net: &Net) {
+        if !self.touched.is_empty() {
+            let ids = std::mem::take(&mut self.touched);
+            self.drive(ids, net);
         }
     }
 

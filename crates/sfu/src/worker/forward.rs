@@ -297,6 +297,9 @@ impl Worker {
                 u64::from(timeline.map(ts, data.network_time)),
                 data.time.frequency(),
             );
+            let wallclock = out
+                .last_wallclock
+                .map_or(data.network_time, |last| last.max(data.network_time));
             let written = guarded(&mut sub.rtc, |rtc| {
                 let Some(w) = rtc.writer(out_mid) else {
                     return Ok(false);
@@ -304,11 +307,12 @@ impl Worker {
                 let Some(pt) = w.match_params(data.params) else {
                     return Ok(false);
                 };
-                w.write(pt, data.network_time, time, data.data.clone())
+                w.write(pt, wallclock, time, data.data.clone())
                     .map(|_| true)
             });
             match written {
                 Ok(Ok(true)) => {
+                    out.last_wallclock = Some(wallclock);
                     if out.layer != data.rid {
                         debug!(peer = sub_id, mid = %out_mid, from = ?out.layer, to = ?data.rid, budget = ?sub.estimate.video_budget(), "simulcast layer switch");
                         if out.layer.is_some() {
