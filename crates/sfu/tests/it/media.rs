@@ -545,6 +545,40 @@ async fn layers_follow_the_subscribers_bandwidth_estimate() {
     expect_layer(&mut bob, b'l', "substream 0").await;
 }
 
+/// A viewer moved down tries the next layer up after a wait, and keeps it while its
+/// estimate does not fall, even below the new layer's rate: a receiver's estimate trails
+/// what it receives (Chromium's REMB is at most 1.5× the received rate + 10 kbit/s), so a
+/// try judged by "estimate ≥ rate" would never hold. A fall during the try moves it back.
+/// Layers here: l 120, m 240, h 360 kbit/s; 64 kbit/s of an estimate is kept for audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_up_holds_while_the_estimate_trails_the_new_layer() {
+    let (sfu, _events) = start().await;
+    let (pending, offer) =
+        client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m", "h"]).await;
+    let _publisher = publish_offer(&sfu, pending, offer).await;
+    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_layer(&mut bob, b'h', "by default the high layer").await;
+    bob.send_remb(1_000_000);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Congestion: down to what 190k carries (l), as Chromium reports on the low layer.
+    bob.send_remb(190_000);
+    expect_layer(&mut bob, b'l', "an estimate falling to 190 kbit/s").await;
+    // A steady, slightly rising estimate that does not carry m (budget 131k < 240k): after
+    // the wait the viewer tries m and stays on it.
+    bob.send_remb(195_000);
+    expect_layer(&mut bob, b'm', "the try up from l").await;
+    bob.send_remb(200_000);
+    expect_layer(
+        &mut bob,
+        b'm',
+        "the try holds while the estimate does not fall",
+    )
+    .await;
+    // The estimate falls during the try: back down.
+    bob.send_remb(150_000);
+    expect_layer(&mut bob, b'l', "a fall during the try").await;
+}
+
 /// Whatever video codec the publisher's offer carries is what its subscribers are offered
 /// and get: VP9, H.264 and AV1 here (VP8 in the other tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
