@@ -15,6 +15,9 @@ pub(crate) struct Metrics {
     pub udp_tx_bytes: AtomicU64,
     pub udp_ignored_packets: AtomicU64,
     pub tcp_rx_frames: AtomicU64,
+    pub tcp_tx_frames: AtomicU64,
+    pub tcp_tx_bytes: AtomicU64,
+    pub tcp_ignored_frames: AtomicU64,
     pub media_forwarded: AtomicU64,
     pub audio_frames_forwarded: AtomicU64,
     pub audio_bytes_forwarded: AtomicU64,
@@ -32,6 +35,26 @@ pub(crate) struct Metrics {
 
 pub(crate) fn inc(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// One packet of `len` bytes sent on `proto`.
+    pub fn sent(&self, proto: str0m::net::Protocol, len: usize) {
+        let (packets, bytes) = match proto {
+            str0m::net::Protocol::Tcp => (&self.tcp_tx_frames, &self.tcp_tx_bytes),
+            _ => (&self.udp_tx_packets, &self.udp_tx_bytes),
+        };
+        inc(packets, 1);
+        inc(bytes, len as u64);
+    }
+
+    /// One packet received on `proto` that no peer took.
+    pub fn ignored(&self, proto: str0m::net::Protocol) {
+        match proto {
+            str0m::net::Protocol::Tcp => inc(&self.tcp_ignored_frames, 1),
+            _ => inc(&self.udp_ignored_packets, 1),
+        }
+    }
 }
 
 pub(crate) fn gauge(g: &AtomicI64, d: i64) {
@@ -65,7 +88,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -88,13 +111,28 @@ impl Metrics {
             ),
             (
                 "hpb_sfu_udp_ignored_packets_total",
-                "Packets (UDP or ICE-TCP) no peer accepted (unknown sender, not STUN for a known ufrag).",
+                "UDP datagrams no peer accepted (unknown sender, not STUN for a known ufrag).",
                 &self.udp_ignored_packets,
             ),
             (
                 "hpb_sfu_tcp_received_frames_total",
                 "ICE-TCP frames (RFC 4571) received.",
                 &self.tcp_rx_frames,
+            ),
+            (
+                "hpb_sfu_tcp_sent_frames_total",
+                "ICE-TCP frames (RFC 4571) sent.",
+                &self.tcp_tx_frames,
+            ),
+            (
+                "hpb_sfu_tcp_sent_bytes_total",
+                "ICE-TCP bytes sent (without the 2-byte frame length).",
+                &self.tcp_tx_bytes,
+            ),
+            (
+                "hpb_sfu_tcp_ignored_frames_total",
+                "ICE-TCP frames no peer accepted (unknown sender, not STUN for a known ufrag).",
+                &self.tcp_ignored_frames,
             ),
             (
                 "hpb_sfu_media_forwarded_total",

@@ -387,8 +387,7 @@ impl Peer {
                 Output::Transmit(t) => {
                     match net.send(&t) {
                         Ok(n) => {
-                            inc(&metrics.udp_tx_packets, 1);
-                            inc(&metrics.udp_tx_bytes, n as u64);
+                            metrics.sent(t.proto, n);
                             if !self.rtx_ssrcs.is_empty()
                                 && rtp_ssrc(&t.contents)
                                     .is_some_and(|s| self.rtx_ssrcs.contains(&s))

@@ -431,11 +431,11 @@ impl Worker {
             (_, m) => m,
         };
         let Some(id) = by_ufrag.or(known) else {
-            inc(&self.metrics.udp_ignored_packets, 1);
+            self.metrics.ignored(proto);
             return None;
         };
         let Ok(contents) = data.try_into() else {
-            inc(&self.metrics.udp_ignored_packets, 1);
+            self.metrics.ignored(proto);
             return None;
         };
         let now = Instant::now();
@@ -453,12 +453,12 @@ impl Worker {
                 if proto == Protocol::Udp {
                     self.by_addr.remove(&source);
                 }
-                inc(&self.metrics.udp_ignored_packets, 1);
+                self.metrics.ignored(proto);
             }
             return None;
         };
         if known.is_none() && !peer.rtc.accepts(&input) {
-            inc(&self.metrics.udp_ignored_packets, 1);
+            self.metrics.ignored(proto);
             return None;
         }
         if let Err(e) = peer.handle_input(input) {
@@ -762,8 +762,7 @@ fn drain(c: &mut Closing, now: Instant, net: &Net, metrics: &Metrics) -> bool {
             match rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     if let Ok(n) = net.send(&t) {
-                        inc(&metrics.udp_tx_packets, 1);
-                        inc(&metrics.udp_tx_bytes, n as u64);
+                        metrics.sent(t.proto, n);
                     }
                 }
                 Ok(Output::Timeout(t)) => {

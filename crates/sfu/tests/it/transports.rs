@@ -93,6 +93,8 @@ async fn tcp_only_publisher_and_subscribers_get_media_over_ice_tcp() {
     expect_media(&mut bob).await;
     expect_media(&mut carol).await;
     assert!(metric(&sfu, "hpb_sfu_tcp_received_frames_total") > 0);
+    assert!(metric(&sfu, "hpb_sfu_tcp_sent_frames_total") > 0);
+    assert!(metric(&sfu, "hpb_sfu_tcp_sent_bytes_total") > 0);
     // Unpublishing closes the TCP subscriber actively (DTLS close_notify over TCP).
     let r = sfu
         .request(McuCommand::Unpublish {
@@ -170,7 +172,7 @@ async fn garbage_on_the_ice_tcp_port_is_closed_and_media_goes_on() {
     stranger.write_all(&stun).await.expect("write");
     let mut bob = subscribe_tcp(&sfu, "bob").await;
     expect_media(&mut bob).await;
-    assert!(metric(&sfu, "hpb_sfu_udp_ignored_packets_total") > 0);
+    assert!(metric(&sfu, "hpb_sfu_tcp_ignored_frames_total") > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
