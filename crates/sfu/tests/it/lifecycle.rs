@@ -128,15 +128,7 @@ async fn subscribe_to_nobody_is_client_not_found_after_the_wait() {
 async fn garbage_sdp_is_invalid_sdp() {
     let (sfu, _events) = start().await;
     for sdp in ["", "garbage", "v=0\r\nm=audio nonsense\r\n"] {
-        let r = sfu
-            .request(McuCommand::Publish {
-                session: "alice".into(),
-                stream: StreamType::Video,
-                sid: "1".into(),
-                sdp: sdp.into(),
-                max_bitrate: 0,
-            })
-            .await;
+        let r = sfu.request(publish_cmd("alice", sdp)).await;
         let McuReply::Error(e) = r else {
             panic!("{r:?}")
         };
@@ -283,18 +275,7 @@ async fn external_ip_is_announced_in_sdp_and_trickle() {
     .await
     .expect("start");
     let (_pending, offer) = client::publisher_offer(true, true, true).await;
-    let r = sfu
-        .request(McuCommand::Publish {
-            session: "alice".into(),
-            stream: StreamType::Video,
-            sid: "1".into(),
-            sdp: offer,
-            max_bitrate: 0,
-        })
-        .await;
-    let McuReply::Answer { sdp } = r else {
-        panic!("{r:?}")
-    };
+    let sdp = publish_answer(&sfu, "alice", offer).await;
     let port = sfu.local_addr().port();
     assert!(sdp.contains(&format!("192.0.2.7 {port} typ host")), "{sdp}");
     let e = event(&mut events, "publisher candidate", |e| {
@@ -397,15 +378,7 @@ async fn publisher_offers_with_unusable_ice_or_dtls_attributes_are_refused_by_na
         .split_inclusive('\n')
         .filter(|l| !l.starts_with("a=ice-pwd:"))
         .collect();
-    let r = sfu
-        .request(McuCommand::Publish {
-            session: "alice".into(),
-            stream: StreamType::Video,
-            sid: "1".into(),
-            sdp: no_pwd,
-            max_bitrate: 0,
-        })
-        .await;
+    let r = sfu.request(publish_cmd("alice", no_pwd)).await;
     let McuReply::Error(e) = r else {
         panic!("{r:?}")
     };

@@ -118,6 +118,32 @@ pub async fn answer_offer_lossy(
     (client, sid)
 }
 
+/// A Publish of `sdp` as `session`'s video stream (sid "1", no bitrate cap).
+pub fn publish_cmd(session: &str, sdp: impl Into<String>) -> McuCommand {
+    McuCommand::Publish {
+        session: session.into(),
+        stream: StreamType::Video,
+        sid: "1".into(),
+        sdp: sdp.into(),
+        max_bitrate: 0,
+    }
+}
+
+/// Publish `offer` as `session`'s video (no bitrate cap); returns the SFU's answer.
+pub async fn publish_answer(sfu: &Sfu, session: &str, offer: String) -> String {
+    let reply = sfu.request(publish_cmd(session, offer)).await;
+    let McuReply::Answer { sdp } = reply else {
+        panic!("publish failed: {reply:?}")
+    };
+    sdp
+}
+
+/// Publish `offer` as alice (video only, no bitrate cap) and return the running publisher.
+pub async fn publish_offer(sfu: &Sfu, pending: client::PendingPublisher, offer: String) -> Client {
+    let sdp = publish_answer(sfu, "alice", offer).await;
+    pending.accept_answer(&sdp)
+}
+
 pub fn subscribe_cmd(subscriber: &str, publisher: &str, sid: &str) -> McuCommand {
     McuCommand::Subscribe {
         subscriber: subscriber.into(),

@@ -144,19 +144,7 @@ async fn legacy_sim_simulcast_is_forwarded_per_layer() {
 
 async fn simulcast_case(pending: client::PendingPublisher, offer: String) {
     let (sfu, _events) = start().await;
-    let reply = sfu
-        .request(McuCommand::Publish {
-            session: "alice".into(),
-            stream: StreamType::Video,
-            sid: "1".into(),
-            sdp: offer,
-            max_bitrate: 0,
-        })
-        .await;
-    let McuReply::Answer { sdp } = reply else {
-        panic!("{reply:?}")
-    };
-    let _publisher = pending.accept_answer(&sdp);
+    let _publisher = publish_offer(&sfu, pending, offer).await;
     let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
     let is_layer = |e: &ClientEvent, l: &[u8]| matches!(e, ClientEvent::Media { data, .. } if data.windows(l.len()).any(|w| w == l));
     bob.wait_for("high layer", WAIT, |e| is_layer(e, b"VIDEO-h"))
@@ -335,27 +323,6 @@ async fn five_subscribers_all_receive() {
     for s in &mut subs {
         expect_media(s).await;
     }
-}
-
-/// Publish `offer` as alice (video only, no bitrate cap) and return the running publisher.
-async fn publish_offer(
-    sfu: &hpb_sfu::Sfu,
-    pending: client::PendingPublisher,
-    offer: String,
-) -> client::Client {
-    let reply = sfu
-        .request(McuCommand::Publish {
-            session: "alice".into(),
-            stream: StreamType::Video,
-            sid: "1".into(),
-            sdp: offer,
-            max_bitrate: 0,
-        })
-        .await;
-    let McuReply::Answer { sdp } = reply else {
-        panic!("{reply:?}")
-    };
-    pending.accept_answer(&sdp)
 }
 
 async fn select_substream(sfu: &hpb_sfu::Sfu, substream: u8) {

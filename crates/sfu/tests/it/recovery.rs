@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use hpb_sfu::{McuCommand, McuReply, Sfu, StreamType};
+use hpb_sfu::{McuReply, Sfu};
 
 use crate::client::{self, ClientEvent};
 use crate::*;
@@ -86,18 +86,7 @@ async fn subscribers_get_rtx_even_when_the_publisher_has_none() {
     let (pending, offer) = client::publisher_offer(true, true, false).await;
     let offer = without_rtx(&offer);
     assert!(!offer.contains("rtx/"), "{offer}");
-    let reply = sfu
-        .request(McuCommand::Publish {
-            session: "alice".into(),
-            stream: StreamType::Video,
-            sid: "1".into(),
-            sdp: offer,
-            max_bitrate: 0,
-        })
-        .await;
-    let McuReply::Answer { sdp } = reply else {
-        panic!("{reply:?}")
-    };
+    let sdp = publish_answer(&sfu, "alice", offer).await;
     assert!(
         !sdp.contains("rtx/"),
         "the publisher link has no RTX: {sdp}"
