@@ -212,6 +212,22 @@ async fn https_wss_and_turn_share_one_port() {
     let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_string(&mut text)).await;
     assert!(text.contains("use https://"), "{text}");
 
+    // First bytes that arrive in pieces (a STUN Binding request: 3 bytes, a pause, the
+    // rest) are still told apart once complete: TURN over TCP answers it.
+    let mut split = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    binding.extend_from_slice(&[7u8; 12]);
+    split.write_all(&binding[..3]).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    split.write_all(&binding[3..]).await.expect("write");
+    let mut answer = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), split.read_exact(&mut answer))
+        .await
+        .expect("an answer to the split Binding request")
+        .expect("read");
+    assert_eq!(&answer[..2], &[0x01, 0x01], "a Binding success response");
+    assert_eq!(&answer[8..20], &binding[8..20], "for our transaction");
+
     // The connection that never said anything (slow-loris) is closed by the server.
     let mut one = [0u8; 1];
     let n = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut one))

@@ -110,10 +110,13 @@ fn classify_stun(head: &[u8]) -> Kind {
 }
 
 /// Peek until `STUN_PEEK` bytes are there (a STUN message is at least 20 and comes in one
-/// segment, so this rarely waits), or what came when the client stops sending.
+/// segment, so this rarely waits), or what came when the client stops sending. `peek`
+/// returns at once while fewer bytes are there, so the re-peeks back off (5 ms doubling to
+/// 200 ms): a client that sends a byte and stalls costs a few wake-ups a second, not 200.
 async fn peek_head(tcp: &TcpStream) -> Option<Vec<u8>> {
     let mut head = [0u8; STUN_PEEK];
     let deadline = tokio::time::Instant::now() + FIRST_BYTES;
+    let mut wait = Duration::from_millis(5);
     loop {
         let n = tokio::time::timeout_at(deadline, tcp.peek(&mut head))
             .await
@@ -128,7 +131,8 @@ async fn peek_head(tcp: &TcpStream) -> Option<Vec<u8>> {
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(200));
     }
 }
 
