@@ -18,9 +18,26 @@ pub struct UpstreamSignaling {
     dir: PathBuf,
 }
 
-fn free_port() -> Result<u16> {
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())
+}
+
+/// The upstream signaling server's `server.conf` for a benchmark: HTTP on `addr`, every
+/// backend allowed with `secret`, the in-process NATS, and `mcu` as the `[mcu]` section's
+/// body (`type =` for none).
+pub fn signaling_conf(addr: SocketAddr, secret: &str, mcu: &str) -> String {
+    format!(
+        "[http]\nlisten = {addr}\n\n\
+         [app]\ndebug = false\n\n\
+         [sessions]\nhashkey = 0123456789abcdef0123456789abcdef\nblockkey = abcdefghijklmnop\n\n\
+         [clients]\ninternalsecret = bench-internal\n\n\
+         [backend]\nallowall = true\nsecret = {secret}\nallowhttp = true\ntimeout = 10\nconnectionsperhost = 32\n\n\
+         [nats]\nurl = :loopback:\n\n\
+         [mcu]\n{mcu}\n\n\
+         [stats]\nallowed_ips = 127.0.0.1\n"
+    )
 }
 
 impl UpstreamSignaling {
@@ -33,16 +50,7 @@ impl UpstreamSignaling {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let dir = std::env::temp_dir().join(format!("hpb-bench-upstream-{port}"));
         std::fs::create_dir_all(&dir)?;
-        let conf = format!(
-            "[http]\nlisten = {addr}\n\n\
-             [app]\ndebug = false\n\n\
-             [sessions]\nhashkey = 0123456789abcdef0123456789abcdef\nblockkey = abcdefghijklmnop\n\n\
-             [clients]\ninternalsecret = bench-internal\n\n\
-             [backend]\nallowall = true\nsecret = {secret}\nallowhttp = true\ntimeout = 10\nconnectionsperhost = 32\n\n\
-             [nats]\nurl = :loopback:\n\n\
-             [mcu]\ntype =\n\n\
-             [stats]\nallowed_ips = 127.0.0.1\n"
-        );
+        let conf = signaling_conf(addr, secret, "type =");
         let path = dir.join("server.conf");
         std::fs::write(&path, conf)?;
         let log = std::fs::File::create(dir.join("server.log"))?;

@@ -3,7 +3,7 @@
 //! trickle) behind Debian's nextcloud-spreed-signaling (`[mcu] type = janus`, NATS
 //! `:loopback:`); the processes stop when dropped.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hpb_test_support::{FakeNextcloud, Hpb, free_config};
 
-use crate::upstream::UPSTREAM_SIGNALING;
+use crate::upstream::{UPSTREAM_SIGNALING, free_port, signaling_conf};
 
 pub const JANUS: &str = "/usr/bin/janus";
 const JANUS_LIB: &str = "/usr/lib/x86_64-linux-gnu/janus";
@@ -71,11 +71,6 @@ impl System for HpbSystem {
     fn signaling_pid(&self) -> Option<u32> {
         None
     }
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(l.local_addr()?.port())
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut Child, log: &Path, what: &str) -> Result<()> {
@@ -151,15 +146,13 @@ impl UpstreamSystem {
 
         let port = free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let conf = format!(
-            "[http]\nlisten = {addr}\n\n\
-             [app]\ndebug = false\n\n\
-             [sessions]\nhashkey = 0123456789abcdef0123456789abcdef\nblockkey = abcdefghijklmnop\n\n\
-             [clients]\ninternalsecret = bench-internal\n\n\
-             [backend]\nallowall = true\nsecret = {secret}\nallowhttp = true\ntimeout = 10\nconnectionsperhost = 32\n\n\
-             [nats]\nurl = :loopback:\n\n\
-             [mcu]\ntype = janus\nurl = ws://{janus_addr}\nmaxstreambitrate = 10000000\nmaxscreenbitrate = 10000000\n\n\
-             [stats]\nallowed_ips = 127.0.0.1\n"
+        let conf = signaling_conf(
+            addr,
+            secret,
+            &format!(
+                "type = janus\nurl = ws://{janus_addr}\nmaxstreambitrate = 10000000\n\
+                 maxscreenbitrate = 10000000"
+            ),
         );
         let path = dir.join("server.conf");
         std::fs::write(&path, conf)?;
