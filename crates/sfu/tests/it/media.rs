@@ -479,19 +479,31 @@ async fn a_silent_layer_is_left_and_taken_again_when_it_returns() {
     expect_continuous_switch_to(&mut bob, b'h', &mut last).await;
 }
 
-/// A viewer is not fed more than its link takes: when its receive estimate (the REMB it
-/// sends) falls below the layer it gets, it moves to the best layer that fits (250 kbit/s:
-/// only the 120 kbit/s one); later the SFU tries the next layer up and keeps it if the
-/// estimate carries it (400 kbit/s: the 240 kbit/s layer, not the 360 kbit/s one), and is
-/// back on top once the estimate is large. The switches are counted in the metrics.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layers_follow_the_subscribers_bandwidth_estimate() {
-    let (sfu, _events) = start().await;
+/// Alice publishes three rid layers (l 120, m 240, h 360 kbit/s, all sent) and bob watches;
+/// returns once bob gets the high layer, as a viewer does by default.
+async fn viewer_of_three_layers() -> (
+    hpb_sfu::Sfu,
+    tokio::sync::mpsc::UnboundedReceiver<McuEvent>,
+    client::Client,
+    client::Client,
+) {
+    let (sfu, events) = start().await;
     let (pending, offer) =
         client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m", "h"]).await;
-    let _publisher = publish_offer(&sfu, pending, offer).await;
+    let publisher = publish_offer(&sfu, pending, offer).await;
     let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
     expect_layer(&mut bob, b'h', "by default the high layer").await;
+    (sfu, events, publisher, bob)
+}
+
+/// A viewer is not fed more than its link takes: when its receive estimate (the REMB it
+/// sends) falls below the layer it gets, it moves to the best layer that fits (250 kbit/s:
+/// only the 120 kbit/s one); later the SFU tries the next layer up, one at a time (first
+/// the 240 kbit/s one), and is back on top once the estimate is large. The switches are
+/// counted in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_follow_the_subscribers_bandwidth_estimate() {
+    let (sfu, _events, _publisher, mut bob) = viewer_of_three_layers().await;
     bob.send_remb(10_000_000);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     bob.send_remb(250_000);
@@ -519,12 +531,7 @@ async fn layers_follow_the_subscribers_bandwidth_estimate() {
 /// Layers here: l 120, m 240, h 360 kbit/s; 64 kbit/s of an estimate is kept for audio.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_try_up_holds_while_the_estimate_trails_the_new_layer() {
-    let (sfu, _events) = start().await;
-    let (pending, offer) =
-        client::publisher_offer_rid_layers(&["l", "m", "h"], &["l", "m", "h"]).await;
-    let _publisher = publish_offer(&sfu, pending, offer).await;
-    let (mut bob, _) = subscribe(&sfu, "bob", "alice").await;
-    expect_layer(&mut bob, b'h', "by default the high layer").await;
+    let (_sfu, _events, _publisher, mut bob) = viewer_of_three_layers().await;
     bob.send_remb(1_000_000);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // Congestion: down to what 190k carries (l), as Chromium reports on the low layer.
