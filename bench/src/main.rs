@@ -31,14 +31,23 @@ fn main() -> Result<()> {
     }
 }
 
-fn signaling_options(args: &[String]) -> Result<signaling::Options> {
-    let mut o = signaling::Options::default();
+/// `--flag value` pairs; every flag takes a value.
+fn flag_values(args: &[String]) -> Result<Vec<(&str, &str)>> {
     let mut it = args.iter();
+    let mut pairs = Vec::new();
     while let Some(flag) = it.next() {
         let Some(value) = it.next() else {
             bail!("{flag} needs a value\n{USAGE}");
         };
-        match flag.as_str() {
+        pairs.push((flag.as_str(), value.as_str()));
+    }
+    Ok(pairs)
+}
+
+fn signaling_options(args: &[String]) -> Result<signaling::Options> {
+    let mut o = signaling::Options::default();
+    for (flag, value) in flag_values(args)? {
+        match flag {
             "--sizes" => {
                 o.sizes = value
                     .split(',')
@@ -58,12 +67,8 @@ fn signaling_options(args: &[String]) -> Result<signaling::Options> {
 
 fn turn_options(args: &[String]) -> Result<turn::Options> {
     let mut o = turn::Options::default();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let Some(value) = it.next() else {
-            bail!("{flag} needs a value\n{USAGE}");
-        };
-        match flag.as_str() {
+    for (flag, value) in flag_values(args)? {
+        match flag {
             "--clients" => o.clients = value.parse()?,
             "--messages" => o.messages = value.parse()?,
             "--length" => o.length = value.parse()?,
@@ -78,12 +83,8 @@ fn turn_options(args: &[String]) -> Result<turn::Options> {
 
 fn sfu_options(args: &[String]) -> Result<sfu::Options> {
     let mut o = sfu::Options::default();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let Some(value) = it.next() else {
-            bail!("{flag} needs a value\n{USAGE}");
-        };
-        match flag.as_str() {
+    for (flag, value) in flag_values(args)? {
+        match flag {
             "--rooms" => o.rooms = value.parse()?,
             "--publishers" => o.publishers = value.parse()?,
             "--subscribers" => o.subscribers = value.parse()?,
