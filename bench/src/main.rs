@@ -2,6 +2,7 @@
 //! work against hpb and against the upstream program it replaces, in one run, and prints
 //! the figures side by side with their ratio.
 
+mod pinning;
 mod procstat;
 mod report;
 mod sfu;

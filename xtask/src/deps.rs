@@ -98,6 +98,8 @@ const TOOLS: &[Tool] = &[
     tool("iproute2", Apt, &["ip"], Always, "network namespaces for multi-host tests"),
     tool("openssl", Apt, &["openssl"], Always, "test certificates"),
     tool("curl", Apt, &["curl"], Always, "HTTP probes in tests and benchmarks"),
+    tool("util-linux", Apt, &["taskset"], Always,
+         "pins the server and the load generator to separate cores in bench sfu"),
     tool("aiortc", Pip, &["aiortc"], Always, "WebRTC client in e2e tests"),
     tool("websockets", Pip, &["websockets"], Always, "signaling client in e2e tests"),
     tool("chromium", Apt, &["chromium"], Always,

@@ -36,6 +36,7 @@ use anyhow::{Context, Result, bail};
 use hpb_test_support::{FakeNextcloud, Room};
 use tokio::sync::watch;
 
+use crate::pinning;
 use crate::procstat::{cpu_time, peak_rss};
 use media::{PubStats, Shape, SubStats};
 use results::{Measured, print_results};
@@ -117,6 +118,13 @@ async fn run_one(sys: &dyn System, nc: &FakeNextcloud, o: &Options) -> Result<Me
     };
     let (stop_tx, stop) = watch::channel(false);
     let started = Instant::now();
+    if let Some((server, rest)) = pinning::cores() {
+        pinning::pin(sys.media_pid(), server)?;
+        pinning::pin(std::process::id(), rest)?;
+        if let Some(sig) = sys.signaling_pid() {
+            pinning::pin(sig, rest)?;
+        }
+    }
     let addr = sys.addr();
     let mut publications: Vec<Publication> = Vec::new();
     let mut subscriptions: Vec<Subscription> = Vec::new();
@@ -321,6 +329,7 @@ pub async fn run(o: Options) -> Result<()> {
          load average at start: {}",
         loadavg()
     );
+    println!("{}", pinning::describe());
     let nc = FakeNextcloud::start().await;
     for r in 0..o.rooms {
         nc.add_room(Room::public(&room_name(r)).with_permissions(PERMISSIONS));

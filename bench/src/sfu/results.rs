@@ -181,8 +181,7 @@ pub fn print_results(a: &Measured, b: Option<&Measured>) {
     );
     print_table(&title, &rows);
     println!(
-        "\nnote: the load generator shares the {} cores with the server; its CPU is in the table.",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "\nnote: the load generator runs on this machine too (placement: see the header); its CPU is in the table."
     );
 
     for (name, m) in [("hpb", Some(a)), ("janus", b)] {
