@@ -150,12 +150,10 @@ impl Net {
             (Some((s, _)), Some(st), true) => (s, st),
             _ => (&self.udp4, &self.udp4_state),
         };
-        let buf_len = batch.buf_len;
-        let mut bufs: Vec<IoSliceMut<'_>> = batch
-            .storage
-            .chunks_mut(buf_len)
-            .map(IoSliceMut::new)
-            .collect();
+        // On the stack: a receive allocates nothing.
+        let mut chunks = batch.storage.chunks_mut(batch.buf_len);
+        let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
         socket.try_io(Interest::READABLE, || {
             state.recv(socket.into(), &mut bufs, &mut batch.meta)
         })

@@ -119,6 +119,20 @@ pub(crate) struct Worker {
     /// datagram by datagram, and each peer is polled once for the whole batch (a video frame
     /// is several datagrams; polling a str0m instance costs several microseconds).
     touched: Vec<PeerId>,
+    /// Buffers the per-packet path reuses instead of allocating per batch or frame.
+    scratch: Scratch,
+}
+
+/// Reusable buffers of the forwarding path: taken, used, cleared and put back, so the
+/// steady state allocates nothing of ours per packet (a nested use just gets a new one).
+#[derive(Default)]
+struct Scratch {
+    /// The events of one polling round.
+    events: Vec<(PeerId, Ev)>,
+    /// The peers the events of one round touched (the next round's peers).
+    dirty: Vec<PeerId>,
+    /// The subscribers a frame or message is forwarded to.
+    subscribers: Vec<PeerId>,
 }
 
 /// The bound sockets, moved into the worker's runtime when it starts.
@@ -213,6 +227,7 @@ impl Worker {
             pending: Vec::new(),
             closing: Vec::new(),
             touched: Vec::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -492,7 +507,7 @@ impl Worker {
             }
         }
         if !due.is_empty() {
-            self.drive(due, net);
+            self.drive_ids(&mut due, net);
         }
         let (expired, waiting): (Vec<_>, Vec<_>) =
             self.pending.drain(..).partition(|p| p.deadline <= now);
@@ -578,22 +593,34 @@ impl Worker {
     /// Poll the peers that got input (see `touched`).
     fn drive_touched(&mut self, net: &Net) {
         if !self.touched.is_empty() {
-            let ids = std::mem::take(&mut self.touched);
-            self.drive(ids, net);
+            let mut ids = std::mem::take(&mut self.touched);
+            self.drive_ids(&mut ids, net);
+            // The buffer goes back for the next batch (unless peers were touched meanwhile).
+            ids.clear();
+            if self.touched.is_empty() {
+                self.touched = ids;
+            }
         }
     }
 
     /// Poll the given peers, act on their events, and repeat for the peers that touched.
     fn drive(&mut self, mut ids: Vec<PeerId>, net: &Net) {
+        self.drive_ids(&mut ids, net);
+    }
+
+    /// [`Self::drive`] on a buffer of the caller's, left with what could not be polled.
+    fn drive_ids(&mut self, ids: &mut Vec<PeerId>, net: &Net) {
+        let mut events = std::mem::take(&mut self.scratch.events);
+        let mut next = std::mem::take(&mut self.scratch.dirty);
         // Bounded: events of one round (e.g. media → subscribers) cause at most a few more.
         for _ in 0..8 {
             if ids.is_empty() {
-                return;
+                break;
             }
             ids.sort_unstable();
             ids.dedup();
-            let mut events = Vec::new();
-            for id in &ids {
+            events.clear();
+            for id in ids.iter() {
                 let Some(p) = self.peers.get_mut(id) else {
                     continue;
                 };
@@ -601,15 +628,20 @@ impl Worker {
                     self.fail_peer(*id, e);
                 }
             }
-            ids = self.on_events(events);
+            next.clear();
+            self.on_events(events.drain(..), &mut next);
+            std::mem::swap(ids, &mut next);
         }
         // Whatever is left is polled on the next timer round, right away.
         let now = Instant::now();
-        for id in ids {
-            if let Some(p) = self.peers.get_mut(&id) {
+        for id in ids.iter() {
+            if let Some(p) = self.peers.get_mut(id) {
                 p.next_timeout = now;
             }
         }
+        next.clear();
+        self.scratch.events = events;
+        self.scratch.dirty = next;
     }
 
     // ---- closing ------------------------------------------------------------------

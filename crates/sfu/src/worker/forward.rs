@@ -7,14 +7,17 @@ use str0m::media::MediaTime;
 use super::*;
 
 impl Worker {
-    /// Act on events; returns the peers whose Rtc got new input and needs polling.
-    pub(super) fn on_events(&mut self, events: Vec<(PeerId, Ev)>) -> Vec<PeerId> {
-        let mut dirty = Vec::new();
+    /// Act on events; `dirty` gets the peers whose Rtc got new input and needs polling.
+    pub(super) fn on_events(
+        &mut self,
+        events: impl Iterator<Item = (PeerId, Ev)>,
+        dirty: &mut Vec<PeerId>,
+    ) {
         for (id, ev) in events {
             match ev {
-                Ev::Connected => self.on_connected(id, &mut dirty),
-                Ev::MediaAdded { mid, kind } => self.on_media_added(id, mid, kind, &[], &mut dirty),
-                Ev::Media(data) => self.forward_media(id, data, &mut dirty),
+                Ev::Connected => self.on_connected(id, dirty),
+                Ev::MediaAdded { mid, kind } => self.on_media_added(id, mid, kind, &[], dirty),
+                Ev::Media(data) => self.forward_media(id, data, dirty),
                 Ev::KeyframeRequest(req) => {
                     let Some(sub) = self.peers.get_mut(&id) else {
                         continue;
@@ -34,7 +37,7 @@ impl Worker {
                     // The layer the viewer decodes, or (none yet) the one it is to get.
                     let substream = self.selections.get(&id).and_then(|s| s.substream);
                     let rid = layer.or_else(|| self.layer_for(pub_id, source, substream));
-                    self.request_keyframe(pub_id, source, rid, req.kind, &mut dirty);
+                    self.request_keyframe(pub_id, source, rid, req.kind, dirty);
                 }
                 Ev::ChannelOpen(cid, label) => {
                     if let Some(s) = self.peers.get_mut(&id).and_then(|p| p.subscriber_state())
@@ -44,7 +47,7 @@ impl Worker {
                         s.channel_open = true;
                     }
                 }
-                Ev::ChannelData(d) => self.forward_channel(id, &d.data, d.binary, &mut dirty),
+                Ev::ChannelData(d) => self.forward_channel(id, &d.data, d.binary, dirty),
                 Ev::SlowLink { uplink, nacks } => {
                     let Some(p) = self.peers.get(&id) else {
                         continue;
@@ -61,7 +64,6 @@ impl Worker {
                 }
             }
         }
-        dirty
     }
 
     pub(super) fn on_connected(&mut self, id: PeerId, dirty: &mut Vec<PeerId>) {
@@ -198,7 +200,9 @@ impl Worker {
             });
         }
         let kind = track.kind;
-        let subscribers = p.subscribers.clone();
+        let mut subscribers = std::mem::take(&mut self.scratch.subscribers);
+        subscribers.clear();
+        subscribers.extend_from_slice(&p.subscribers);
         // Layers some viewer waits for a keyframe of (to start or switch).
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
         if !data.contiguous && kind == MediaKind::Video {
@@ -209,7 +213,7 @@ impl Worker {
         let clock_hz = data.time.frequency().get();
         let frame_layer = crate::temporal::frame_layer(&data.codec_extra);
         let ts = data.time.numer() as u32;
-        for sub_id in subscribers {
+        for &sub_id in &subscribers {
             let substream = self.selections.get(&sub_id).and_then(|s| s.substream);
             let temporal = self.selections.get(&sub_id).and_then(|s| s.temporal);
             let wanted_kind = self.selections.get(&sub_id).and_then(|s| match kind {
@@ -340,6 +344,7 @@ impl Worker {
                 Err(e) => self.fail_peer(sub_id, e),
             }
         }
+        self.scratch.subscribers = subscribers;
         if kind == MediaKind::Video {
             for rid in want_keyframe {
                 self.request_keyframe_at(pub_id, data.mid, rid, interval, now, dirty);
@@ -357,7 +362,10 @@ impl Worker {
         let Some(Role::Publisher(p)) = self.peers.get(&pub_id).map(|p| &p.role) else {
             return;
         };
-        for sub_id in p.subscribers.clone() {
+        let mut subscribers = std::mem::take(&mut self.scratch.subscribers);
+        subscribers.clear();
+        subscribers.extend_from_slice(&p.subscribers);
+        for &sub_id in &subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
@@ -380,6 +388,7 @@ impl Worker {
                 Err(e) => self.fail_peer(sub_id, e),
             }
         }
+        self.scratch.subscribers = subscribers;
     }
 
     /// The simulcast layer a viewer wanting `substream` of publisher track `mid` gets now.
