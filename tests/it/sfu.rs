@@ -211,6 +211,28 @@ async fn media_flows_through_hpbs_own_turn_with_relay_only_ice() {
         metrics.contains("hpb_turn_refused_peers_total 0"),
         "no peer refused: {metrics}"
     );
+    // TURN and the SFU share the process: the relayed media skipped the sockets between
+    // them both ways, and every datagram the SFU got came that way.
+    let count = |name: &str| metric(&metrics, name).unwrap_or(0);
+    assert!(
+        count("hpb_turn_sfu_in_process_packets_total{direction=\"to_sfu\"}") > 100,
+        "client media reached the SFU in-process: {metrics}"
+    );
+    assert!(
+        count("hpb_turn_sfu_in_process_packets_total{direction=\"from_sfu\"}") > 100,
+        "SFU media reached the clients in-process: {metrics}"
+    );
+    let relayed_in = count("hpb_sfu_turn_in_process_received_packets_total");
+    assert_eq!(
+        relayed_in,
+        count("hpb_sfu_udp_received_packets_total"),
+        "every UDP datagram the SFU received came from TURN in-process: {metrics}"
+    );
+    assert!(
+        count("hpb_sfu_turn_in_process_sent_packets_total") > 100,
+        "the SFU sent to the relayed clients in-process: {metrics}"
+    );
+    assert_eq!(count("hpb_sfu_turn_in_process_dropped_packets_total"), 0);
 }
 
 /// The value of an unlabelled metric line.

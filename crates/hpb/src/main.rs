@@ -10,6 +10,7 @@ mod lifecycle;
 mod media;
 mod metrics;
 mod public_port;
+mod relay_link;
 mod sd_notify;
 mod tls;
 
@@ -185,6 +186,9 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let (Some(s), Some(t)) = (&sfu, &_turn) {
+        relay_link::connect(s, t);
+    }
     let hub = signaling.hub.clone();
     let metrics_state = metrics::MetricsState {
         hub: hub.clone(),

@@ -49,6 +49,7 @@ mod metrics;
 mod net;
 mod peer;
 mod recovery;
+mod relay_link;
 mod sdp;
 mod stun;
 mod temporal;
@@ -73,6 +74,7 @@ use std::time::Duration;
 pub use hpb_proto::mcu::{
     IceCandidate, McuCommand, McuError, McuEvent, McuReply, Selection, StreamType,
 };
+pub use relay_link::{RelayInbox, RelayPort};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -142,6 +144,8 @@ pub struct Sfu {
     local_addr_v6: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
+    relay_inbox: RelayInbox,
+    relay_port: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Box<dyn RelayPort>>>>,
 }
 
 impl Sfu {
@@ -180,11 +184,15 @@ impl Sfu {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
+        let (relay_inbox, relay_in) = RelayInbox::new(metrics.clone());
+        let (relay_port, relay_port_rx) = tokio::sync::oneshot::channel();
         let sockets = worker::Sockets {
             udp4,
             udp6,
             tcp,
             handoff,
+            relay_in,
+            relay_port: relay_port_rx,
         };
         let worker = Worker::new(cfg, sockets, events_tx, requests_rx, metrics.clone())?;
         std::thread::Builder::new()
@@ -200,9 +208,26 @@ impl Sfu {
                 local_addr_v6,
                 tcp_addr,
                 metrics,
+                relay_inbox,
+                relay_port: std::sync::Mutex::new(Some(relay_port)),
             },
             events_rx,
         ))
+    }
+
+    /// Where a TURN server of this process hands the datagrams its allocations send to the
+    /// SFU's addresses (see [`RelayPort`] for the other direction).
+    pub fn relay_inbox(&self) -> RelayInbox {
+        self.relay_inbox.clone()
+    }
+
+    /// From now on, datagrams for the relayed addresses `port` owns leave through it instead
+    /// of the UDP socket. Only the first call counts.
+    pub fn attach_relay(&self, port: Box<dyn RelayPort>) {
+        let tx = self.relay_port.lock().ok().and_then(|mut g| g.take());
+        if let Some(tx) = tx {
+            let _ = tx.send(port);
+        }
     }
 
     /// Give the SFU an ICE-TCP connection that arrived on the shared public port (the

@@ -18,6 +18,9 @@ pub(crate) struct Metrics {
     pub tcp_tx_frames: AtomicU64,
     pub tcp_tx_bytes: AtomicU64,
     pub tcp_ignored_frames: AtomicU64,
+    pub turn_rx_packets: AtomicU64,
+    pub turn_tx_packets: AtomicU64,
+    pub turn_dropped_packets: AtomicU64,
     pub media_forwarded: AtomicU64,
     pub audio_frames_forwarded: AtomicU64,
     pub audio_bytes_forwarded: AtomicU64,
@@ -88,7 +91,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        let counters: [(&str, &str, &AtomicU64); 25] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -133,6 +136,21 @@ impl Metrics {
                 "hpb_sfu_tcp_ignored_frames_total",
                 "ICE-TCP frames no peer accepted (unknown sender, not STUN for a known ufrag).",
                 &self.tcp_ignored_frames,
+            ),
+            (
+                "hpb_sfu_turn_in_process_received_packets_total",
+                "Datagrams the TURN server of this process relayed to the SFU without a socket (also in hpb_sfu_udp_received_packets_total).",
+                &self.turn_rx_packets,
+            ),
+            (
+                "hpb_sfu_turn_in_process_sent_packets_total",
+                "Datagrams the SFU handed to the TURN server of this process for a relayed client without a socket (also in hpb_sfu_udp_sent_packets_total).",
+                &self.turn_tx_packets,
+            ),
+            (
+                "hpb_sfu_turn_in_process_dropped_packets_total",
+                "Datagrams from the TURN server of this process dropped because the SFU worker was behind.",
+                &self.turn_dropped_packets,
             ),
             (
                 "hpb_sfu_media_forwarded_total",

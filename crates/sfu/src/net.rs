@@ -14,6 +14,9 @@ use std::cell::RefCell;
 use quinn_udp::{RecvMeta, UdpSocketState};
 
 use crate::gso::Run;
+use crate::metrics::{Metrics, inc};
+use crate::relay_link::RelayPort;
+use std::sync::Arc;
 use tokio::io::Interest;
 
 use str0m::net::{Protocol, Transmit};
@@ -104,6 +107,9 @@ pub(crate) struct Net {
     pub udp6: Option<(UdpSocket, SocketAddr)>,
     pub tcp: HashMap<SocketAddr, TcpConn>,
     inbox: mpsc::Sender<TcpIn>,
+    /// The TURN server of this process, for datagrams to its relayed addresses.
+    relay: RefCell<Option<Box<dyn RelayPort>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Net {
@@ -111,6 +117,7 @@ impl Net {
         udp4: UdpSocket,
         udp4_candidate: SocketAddr,
         udp6: Option<(UdpSocket, SocketAddr)>,
+        metrics: Arc<Metrics>,
     ) -> io::Result<(Net, mpsc::Receiver<TcpIn>)> {
         let (inbox, rx) = mpsc::channel(1024);
         let udp4_state = UdpSocketState::new((&udp4).into())?;
@@ -128,6 +135,8 @@ impl Net {
                 udp6,
                 tcp: HashMap::new(),
                 inbox,
+                relay: RefCell::new(None),
+                metrics,
             },
             rx,
         ))
@@ -167,6 +176,15 @@ impl Net {
     pub fn send(&self, t: &Transmit) -> io::Result<usize> {
         match t.proto {
             Protocol::Udp => {
+                if let Some(relay) = self.relay.borrow_mut().as_mut()
+                    && relay.owns(t.destination)
+                {
+                    // A client relayed by our own TURN server: handed over in-process.
+                    if relay.send(t.source, t.destination, &t.contents) {
+                        inc(&self.metrics.turn_tx_packets, 1);
+                    }
+                    return Ok(t.contents.len());
+                }
                 let (socket, state) = self.udp_for(t.destination);
                 self.run
                     .borrow_mut()
@@ -203,6 +221,9 @@ impl Net {
 
     /// Send the UDP datagrams collected so far.
     pub fn flush(&self) {
+        if let Some(relay) = self.relay.borrow_mut().as_mut() {
+            relay.flush();
+        }
         let mut run = self.run.borrow_mut();
         let Some(to) = run.destination() else {
             return;
@@ -211,6 +232,11 @@ impl Net {
         if let Err(e) = run.flush(socket, state) {
             tracing::debug!(error = %e, "SFU send failed");
         }
+    }
+
+    /// From now on, datagrams for the relayed addresses of `port` go through it.
+    pub fn attach_relay(&self, port: Box<dyn RelayPort>) {
+        *self.relay.borrow_mut() = Some(port);
     }
 
     /// Our candidate address for a UDP datagram from `source`.
@@ -322,7 +348,8 @@ mod tests {
         let addr = listener.local_addr().expect("test setup");
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
         let cand = udp.local_addr().expect("test setup");
-        let (mut net, mut inbox) = Net::new(udp, cand, None).expect("test setup");
+        let (mut net, mut inbox) =
+            Net::new(udp, cand, None, Default::default()).expect("test setup");
         let mut client = TcpStream::connect(addr).await.expect("test setup");
         let (server, remote) = listener.accept().await.expect("test setup");
         assert!(net.add_tcp(server, addr));
@@ -363,7 +390,8 @@ mod tests {
         let addr = listener.local_addr().expect("test setup");
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
         let cand = udp.local_addr().expect("test setup");
-        let (mut net, mut inbox) = Net::new(udp, cand, None).expect("test setup");
+        let (mut net, mut inbox) =
+            Net::new(udp, cand, None, Default::default()).expect("test setup");
         let mut client = TcpStream::connect(addr).await.expect("test setup");
         let (server, _) = listener.accept().await.expect("test setup");
         assert!(net.add_tcp(server, addr));

@@ -135,6 +135,16 @@ struct Scratch {
     subscribers: Vec<PeerId>,
 }
 
+/// The worker's end of the link to the TURN server of this process.
+struct Relay {
+    inbox: mpsc::Receiver<crate::relay_link::Relayed>,
+    /// Until the TURN server attaches (or never does).
+    port: Option<tokio::sync::oneshot::Receiver<Box<dyn crate::relay_link::RelayPort>>>,
+}
+
+/// Datagrams from TURN taken in one wake-up at most, before sockets and timers get a turn.
+const RELAYED_PER_WAKE: usize = 64;
+
 /// The bound sockets, moved into the worker's runtime when it starts.
 pub(crate) struct Sockets {
     pub udp4: std::net::UdpSocket,
@@ -142,6 +152,10 @@ pub(crate) struct Sockets {
     pub tcp: Option<std::net::TcpListener>,
     /// Connections from the shared public port (already told apart as ICE-TCP).
     pub handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    /// Datagrams from the TURN server of this process, and (once it runs) its side of the
+    /// link for our datagrams to its relayed addresses ([`crate::relay_link`]).
+    pub relay_in: mpsc::Receiver<crate::relay_link::Relayed>,
+    pub relay_port: tokio::sync::oneshot::Receiver<Box<dyn crate::relay_link::RelayPort>>,
 }
 
 /// The address announced for a socket bound to `bound`: the external IP when set (for its
@@ -267,14 +281,19 @@ impl Worker {
                 }
             };
             let udp6 = udp6.zip(self.candidate_addr6);
-            let (mut net, tcp_in) = match Net::new(udp4, self.candidate_addr, udp6) {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(error = %e, "SFU worker cannot set up its UDP sockets");
-                    return;
-                }
+            let (mut net, tcp_in) =
+                match Net::new(udp4, self.candidate_addr, udp6, self.metrics.clone()) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        warn!(error = %e, "SFU worker cannot set up its UDP sockets");
+                        return;
+                    }
+                };
+            let relay = Relay {
+                inbox: sockets.relay_in,
+                port: Some(sockets.relay_port),
             };
-            self.event_loop(&mut net, tcp.as_ref(), sockets.handoff, tcp_in)
+            self.event_loop(&mut net, tcp.as_ref(), sockets.handoff, tcp_in, relay)
                 .await;
             let ids: Vec<PeerId> = self.peers.keys().copied().collect();
             for id in ids {
@@ -291,6 +310,7 @@ impl Worker {
         listener: Option<&TcpListener>,
         mut handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
         mut tcp_in: mpsc::Receiver<TcpIn>,
+        mut relay: Relay,
     ) {
         let mut batch = net.recv_batch();
         let mut handoff_open = true;
@@ -324,6 +344,22 @@ impl Worker {
                     Some(s) => self.on_handoff(s, net),
                 },
                 Some(m) = tcp_in.recv() => self.on_tcp(m, net),
+                Some(r) = relay.inbox.recv() => {
+                    self.on_relayed(r, net);
+                    for _ in 0..RELAYED_PER_WAKE {
+                        match relay.inbox.try_recv() {
+                            Ok(r) => self.on_relayed(r, net),
+                            Err(_) => break,
+                        }
+                    }
+                    self.drive_touched(net);
+                }
+                p = async { relay.port.as_mut()?.await.ok() }, if relay.port.is_some() => {
+                    relay.port = None;
+                    if let Some(p) = p {
+                        net.attach_relay(p);
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             // Timers only when one is due: a busy socket must not cost a scan per datagram.
@@ -409,6 +445,13 @@ impl Worker {
     }
 
     // ---- network input -------------------------------------------------------------
+
+    /// A datagram the TURN server of this process relayed to us: a UDP datagram from the
+    /// relayed address, as far as str0m is concerned.
+    fn on_relayed(&mut self, r: crate::relay_link::Relayed, net: &Net) {
+        inc(&self.metrics.turn_rx_packets, 1);
+        self.on_datagram(&r.data, r.from, net);
+    }
 
     fn on_datagram(&mut self, data: &[u8], source: SocketAddr, net: &Net) {
         inc(&self.metrics.udp_rx_packets, 1);

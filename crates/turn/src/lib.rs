@@ -9,6 +9,7 @@ pub mod auth;
 pub mod channel_data;
 pub mod config;
 pub mod error;
+pub mod in_process;
 pub mod limits;
 pub mod message;
 pub mod metrics;

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub dropped_bandwidth: AtomicU64,
     pub dropped_malformed: AtomicU64,
     pub stun_bindings: AtomicU64,
+    /// Packets between allocations and the built-in SFU that skipped the sockets
+    /// ([`crate::in_process`]): client data to the SFU, and SFU media to clients.
+    pub packets_to_sfu: AtomicU64,
+    pub packets_from_sfu: AtomicU64,
     auth_failures: [AtomicU64; 8],
 }
 
@@ -51,6 +55,8 @@ pub struct Tally {
     pub bytes_to_client: u64,
     pub dropped_no_permission: u64,
     pub dropped_bandwidth: u64,
+    pub packets_to_sfu: u64,
+    pub packets_from_sfu: u64,
     batches: u32,
     since: Option<Instant>,
 }
@@ -81,6 +87,8 @@ impl Tally {
         add(&m.bytes_to_client, &mut self.bytes_to_client);
         add(&m.dropped_no_permission, &mut self.dropped_no_permission);
         add(&m.dropped_bandwidth, &mut self.dropped_bandwidth);
+        add(&m.packets_to_sfu, &mut self.packets_to_sfu);
+        add(&m.packets_from_sfu, &mut self.packets_from_sfu);
         self.batches = 0;
     }
 }
@@ -203,6 +211,20 @@ impl Metrics {
             s,
             "hpb_turn_relayed_packets_total{{direction=\"to_client\"}} {}",
             self.packets_to_client.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP hpb_turn_sfu_in_process_packets_total Relayed packets between allocations and the built-in SFU handed over in-process (no socket).\n# TYPE hpb_turn_sfu_in_process_packets_total counter"
+        );
+        let _ = writeln!(
+            s,
+            "hpb_turn_sfu_in_process_packets_total{{direction=\"to_sfu\"}} {}",
+            self.packets_to_sfu.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "hpb_turn_sfu_in_process_packets_total{{direction=\"from_sfu\"}} {}",
+            self.packets_from_sfu.load(Relaxed)
         );
         let _ = writeln!(
             s,

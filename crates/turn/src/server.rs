@@ -58,6 +58,9 @@ pub struct Server {
     relays: RwLock<FxHashMap<SocketAddr, Arc<Allocation>>>,
     /// Bumped whenever `relays` changes, so the listeners' caches of it know to refresh.
     relays_generation: AtomicU64,
+    /// The built-in SFU of this process, which data for [`TurnConfig::sfu_addrs`] is handed
+    /// to without a socket (set once both run; see [`crate::in_process`]).
+    sfu: std::sync::OnceLock<Arc<dyn crate::in_process::SfuPeer>>,
     pub metrics: Arc<Metrics>,
     /// RFC 6062 TCP allocations and their peer connections.
     pub(crate) tcp: crate::tcp_relay::TcpRelays,
@@ -114,6 +117,7 @@ impl Server {
             total_down: Mutex::new(Bucket::new(cfg.total_bps)),
             relays: RwLock::new(FxHashMap::default()),
             relays_generation: AtomicU64::new(0),
+            sfu: std::sync::OnceLock::new(),
             policy,
             metrics: Arc::new(Metrics::default()),
             tcp: crate::tcp_relay::TcpRelays::default(),
@@ -244,6 +248,20 @@ impl Server {
             return None;
         }
         self.relays.read().get(&dest).cloned()
+    }
+
+    /// Hand data for the SFU's addresses to `sfu` in-process from now on (ignored with
+    /// `relay_short_circuit` off, and after the first call).
+    pub fn set_sfu(&self, sfu: Arc<dyn crate::in_process::SfuPeer>) {
+        if self.cfg.relay_short_circuit {
+            let _ = self.sfu.set(sfu);
+        }
+    }
+
+    /// The in-process SFU, when `dest` is one of its addresses.
+    pub(crate) fn sfu_for(&self, dest: SocketAddr) -> Option<&Arc<dyn crate::in_process::SfuPeer>> {
+        let sfu = self.sfu.get()?;
+        self.cfg.sfu_addrs.contains(&dest).then_some(sfu)
     }
 
     /// Changes whenever an allocation is added to or removed from the in-process relay table.

@@ -1,7 +1,8 @@
 //! Client data bound for peers, collected over one receive batch: runs of equal-sized
 //! packets of one allocation to one peer leave its relay socket as one GSO send, and data
 //! for another allocation's relayed address on this server goes to that allocation's client
-//! in-process (through an [`Outbox`]), skipping two trips through the kernel.
+//! in-process (through an [`Outbox`]), skipping two trips through the kernel; so does data
+//! for the built-in SFU ([`crate::in_process`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -84,6 +85,15 @@ impl PeerBatch {
             self.sent[i] = true;
             let (a, peer, start, len) = self.items[i];
             let alloc = &self.allocs[a];
+            if let Some(sfu) = server.sfu_for(peer) {
+                // Our own SFU: straight into its worker, as if from the relayed address.
+                if sfu.deliver(alloc.relayed, peer, &self.data[start..start + len]) {
+                    out.tally.packets_to_peer += 1;
+                    out.tally.bytes_to_peer += len as u64;
+                    out.tally.packets_to_sfu += 1;
+                }
+                continue;
+            }
             if let Some(target) = local_target(&mut self.local, server, alloc, peer) {
                 out.tally.packets_to_peer += 1;
                 out.tally.bytes_to_peer += len as u64;
