@@ -282,6 +282,9 @@ pub(crate) struct Peer {
     pub sid: String,
     pub role: Role,
     pub next_timeout: Instant,
+    /// Media was written since the last poll: str0m packetises it on its next timeout, which
+    /// the poll then runs first instead of asking str0m whether one is due (it is).
+    pub wrote: bool,
     pub last_rx: Instant,
     pub connected: bool,
     pub addrs: Vec<SocketAddr>,
@@ -368,6 +371,11 @@ impl Peer {
         // handled here, a few times, instead of a trip through the worker's timer (which
         // sleeps at least a millisecond and costs a wake-up).
         let mut immediate = 0;
+        if std::mem::take(&mut self.wrote) && self.rtc.is_alive() {
+            immediate += 1;
+            let now = Instant::now();
+            guarded(&mut self.rtc, |rtc| rtc.handle_input(Input::Timeout(now)))??;
+        }
         loop {
             if !self.rtc.is_alive() {
                 return Err(PeerFailure::NotAlive);

@@ -316,6 +316,7 @@ impl Worker {
             });
             match written {
                 Ok(Ok(true)) => {
+                    sub.wrote = true;
                     out.last_wallclock = Some(wallclock);
                     if out.layer != data.rid {
                         debug!(peer = sub_id, mid = %out_mid, from = ?out.layer, to = ?data.rid, budget = ?sub.estimate.video_budget(), "simulcast layer switch");
