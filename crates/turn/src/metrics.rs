@@ -93,6 +93,9 @@ impl Tally {
     }
 }
 
+/// A counter family's `direction` labels and their counters.
+type PerDirection<'a> = [(&'a str, &'a AtomicU64); 2];
+
 /// The longest a busy thread keeps counts before adding them to [`Metrics`].
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -184,48 +187,45 @@ impl Metrics {
                 c.load(Relaxed)
             );
         }
-        let _ = writeln!(
-            s,
-            "# HELP hpb_turn_relayed_bytes_total Relayed payload bytes.\n# TYPE hpb_turn_relayed_bytes_total counter"
-        );
-        let _ = writeln!(
-            s,
-            "hpb_turn_relayed_bytes_total{{direction=\"to_peer\"}} {}",
-            self.bytes_to_peer.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "hpb_turn_relayed_bytes_total{{direction=\"to_client\"}} {}",
-            self.bytes_to_client.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP hpb_turn_relayed_packets_total Relayed packets.\n# TYPE hpb_turn_relayed_packets_total counter"
-        );
-        let _ = writeln!(
-            s,
-            "hpb_turn_relayed_packets_total{{direction=\"to_peer\"}} {}",
-            self.packets_to_peer.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "hpb_turn_relayed_packets_total{{direction=\"to_client\"}} {}",
-            self.packets_to_client.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP hpb_turn_sfu_in_process_packets_total Relayed packets between allocations and the built-in SFU handed over in-process (no socket).\n# TYPE hpb_turn_sfu_in_process_packets_total counter"
-        );
-        let _ = writeln!(
-            s,
-            "hpb_turn_sfu_in_process_packets_total{{direction=\"to_sfu\"}} {}",
-            self.packets_to_sfu.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "hpb_turn_sfu_in_process_packets_total{{direction=\"from_sfu\"}} {}",
-            self.packets_from_sfu.load(Relaxed)
-        );
+        let directions: [(&str, &str, PerDirection<'_>); 3] = [
+            (
+                "relayed_bytes_total",
+                "Relayed payload bytes.",
+                [
+                    ("to_peer", &self.bytes_to_peer),
+                    ("to_client", &self.bytes_to_client),
+                ],
+            ),
+            (
+                "relayed_packets_total",
+                "Relayed packets.",
+                [
+                    ("to_peer", &self.packets_to_peer),
+                    ("to_client", &self.packets_to_client),
+                ],
+            ),
+            (
+                "sfu_in_process_packets_total",
+                "Relayed packets between allocations and the built-in SFU handed over in-process (no socket).",
+                [
+                    ("to_sfu", &self.packets_to_sfu),
+                    ("from_sfu", &self.packets_from_sfu),
+                ],
+            ),
+        ];
+        for (name, help, per_direction) in directions {
+            let _ = writeln!(
+                s,
+                "# HELP hpb_turn_{name} {help}\n# TYPE hpb_turn_{name} counter"
+            );
+            for (direction, c) in per_direction {
+                let _ = writeln!(
+                    s,
+                    "hpb_turn_{name}{{direction=\"{direction}\"}} {}",
+                    c.load(Relaxed)
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "# HELP hpb_turn_auth_failures_total Failed authentications by reason.\n# TYPE hpb_turn_auth_failures_total counter"
