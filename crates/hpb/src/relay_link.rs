@@ -22,10 +22,7 @@ impl SfuPeer for ToSfu {
 struct ToTurn(ToClients);
 
 impl hpb_sfu::RelayPort for ToTurn {
-    fn owns(&mut self, to: SocketAddr) -> bool {
-        self.0.owns(to)
-    }
-    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Option<bool> {
         self.0.send(from, to, data)
     }
     fn flush(&mut self) {

@@ -177,10 +177,10 @@ impl Net {
         match t.proto {
             Protocol::Udp => {
                 if let Some(relay) = self.relay.borrow_mut().as_mut()
-                    && relay.owns(t.destination)
+                    && let Some(relayed) = relay.send(t.source, t.destination, &t.contents)
                 {
                     // A client relayed by our own TURN server: handed over in-process.
-                    if relay.send(t.source, t.destination, &t.contents) {
+                    if relayed {
                         inc(&self.metrics.turn_tx_packets, 1);
                     }
                     return Ok(t.contents.len());

@@ -17,11 +17,11 @@ pub(crate) const INBOX_CAPACITY: usize = 4096;
 
 /// The TURN server's side, driven on the SFU's worker thread.
 pub trait RelayPort: Send {
-    /// Whether `to` is a relayed address of the TURN server.
-    fn owns(&mut self, to: SocketAddr) -> bool;
-    /// Relay `data` from our candidate `from` to the client behind the relayed address `to`;
-    /// false when refused (no permission for `from`, over a bandwidth cap).
-    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool;
+    /// Relay `data` from our candidate `from` to the client behind the relayed address `to`:
+    /// `None` when `to` is not a relayed address of the TURN server (the datagram goes out
+    /// of the socket), else whether it was relayed (false: no permission for `from`, or
+    /// over a bandwidth cap).
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Option<bool>;
     /// Deliver what `send` collected (the worker calls it before it waits again).
     fn flush(&mut self);
 }

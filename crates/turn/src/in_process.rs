@@ -10,14 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustc_hash::FxHashMap;
-
-use crate::allocation::Allocation;
 use crate::outbox::{Outbox, StreamBatch, send_streams};
 use crate::server::Server;
-
-/// Destinations [`ToClients`] remembers at most between changes of the relay table.
-const CACHE_MAX: usize = 4096;
+use crate::to_peer::RelayCache;
 
 /// The SFU's side: takes a datagram that the allocation with relayed address `from` sends
 /// to the SFU's address `to`. False when it was dropped (the SFU's queue is full, as a full
@@ -32,10 +27,7 @@ pub struct ToClients {
     server: Arc<Server>,
     out: Outbox,
     streams: Vec<StreamBatch>,
-    /// Relayed addresses looked up (our allocation, or none), valid while the server's relay
-    /// generation is `generation`.
-    cache: FxHashMap<SocketAddr, Option<Arc<Allocation>>>,
-    generation: u64,
+    relays: RelayCache,
 }
 
 impl ToClients {
@@ -44,44 +36,23 @@ impl ToClients {
             server,
             out: Outbox::default(),
             streams: Vec::new(),
-            cache: FxHashMap::default(),
-            generation: u64::MAX,
+            relays: RelayCache::default(),
         }
     }
 
-    /// Our open UDP allocation whose relayed address is `to`, if any.
-    fn target(&mut self, to: SocketAddr) -> Option<Arc<Allocation>> {
-        let g = self.server.relays_generation();
-        if g != self.generation || self.cache.len() >= CACHE_MAX {
-            self.cache.clear();
-            self.generation = g;
-        }
-        let server = &self.server;
-        self.cache
-            .entry(to)
-            .or_insert_with(|| server.local_relay(to))
-            .clone()
-            .filter(|a| !a.is_closed())
-    }
-
-    /// Whether `to` is a relayed address of ours (so [`Self::send`] takes the datagram).
-    pub fn owns(&mut self, to: SocketAddr) -> bool {
-        self.target(to).is_some()
-    }
-
-    /// Relay `data` from the SFU's `from` to the client of the allocation at `to`; false
-    /// when it is not ours or was refused (no permission for `from`, over a bandwidth cap).
-    pub fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
-        let Some(alloc) = self.target(to) else {
-            return false;
-        };
+    /// Relay `data` from the SFU's `from` to the client of our allocation at `to`: `None`
+    /// when `to` is no open relayed address of ours (the datagram is not for us), else
+    /// whether it was relayed (false: no permission for `from`, or over a bandwidth cap).
+    pub fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Option<bool> {
+        self.relays.refresh(&self.server);
+        let alloc = self.relays.get(&self.server, to)?;
         let sent = self
             .out
-            .relay_to_client(&self.server, &alloc, from, data, Instant::now());
+            .relay_to_client(&self.server, alloc, from, data, Instant::now());
         if sent {
             self.out.tally.packets_from_sfu += 1;
         }
-        sent
+        Some(sent)
     }
 
     /// Deliver what [`Self::send`] collected to the clients.

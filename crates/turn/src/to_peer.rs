@@ -35,10 +35,8 @@ pub struct PeerBatch {
     items: Vec<(usize, SocketAddr, usize, usize)>,
     sent: Vec<bool>,
     run: Vec<u8>,
-    /// Destinations looked up: one of our allocations, or none; valid while the server's
-    /// relay generation is `generation` (so the shared table is not read per packet).
-    local: FxHashMap<SocketAddr, Option<Arc<Allocation>>>,
-    generation: u64,
+    /// Destinations that are relayed addresses of ours.
+    local: RelayCache,
 }
 
 impl PeerBatch {
@@ -63,11 +61,7 @@ impl PeerBatch {
     /// Forgets cached destinations once the server's relay table changed (so a closed
     /// allocation is not kept alive by the cache); listeners call it when idle too.
     pub fn refresh(&mut self, server: &Server) {
-        let g = server.relays_generation();
-        if g != self.generation {
-            self.local.clear();
-            self.generation = g;
-        }
+        self.local.refresh(server);
     }
 
     /// Sends everything collected (frames for our own clients go into `out`, which the
@@ -94,7 +88,11 @@ impl PeerBatch {
                 }
                 continue;
             }
-            if let Some(target) = local_target(&mut self.local, server, alloc, peer) {
+            if let Some(target) = self
+                .local
+                .get(server, peer)
+                .filter(|t| t.relayed.is_ipv4() == alloc.relayed.is_ipv4())
+            {
                 out.tally.packets_to_peer += 1;
                 out.tally.bytes_to_peer += len as u64;
                 let data = &self.data[start..start + len];
@@ -143,21 +141,37 @@ impl PeerBatch {
     }
 }
 
-/// The allocation of ours whose relayed address `dest` is, if any (looked up in the server's
-/// table once per cache generation).
-fn local_target<'a>(
-    cache: &'a mut FxHashMap<SocketAddr, Option<Arc<Allocation>>>,
-    server: &Server,
-    from: &Allocation,
-    dest: SocketAddr,
-) -> Option<&'a Arc<Allocation>> {
-    // Send indications may name any port of a permitted peer: keep the cache small.
-    if cache.len() >= CACHE_MAX && !cache.contains_key(&dest) {
-        cache.clear();
+/// Relayed addresses of this server looked up in its table: one of our allocations, or
+/// none; valid while the server's relay generation is `generation`, so the shared table is
+/// not read per packet. Used for data from one allocation to another and from the built-in
+/// SFU to an allocation ([`crate::in_process`]).
+#[derive(Default)]
+pub(crate) struct RelayCache {
+    map: FxHashMap<SocketAddr, Option<Arc<Allocation>>>,
+    generation: u64,
+}
+
+impl RelayCache {
+    /// Forgets what was looked up once the server's relay table changed (so a closed
+    /// allocation is not kept alive by the cache).
+    pub fn refresh(&mut self, server: &Server) {
+        let g = server.relays_generation();
+        if g != self.generation {
+            self.map.clear();
+            self.generation = g;
+        }
     }
-    cache
-        .entry(dest)
-        .or_insert_with(|| server.local_relay(dest))
-        .as_ref()
-        .filter(|t| t.relayed.is_ipv4() == from.relayed.is_ipv4() && !t.is_closed())
+
+    /// Our open allocation whose relayed address `dest` is, if any.
+    pub fn get(&mut self, server: &Server, dest: SocketAddr) -> Option<&Arc<Allocation>> {
+        // Send indications may name any port of a permitted peer: keep the cache small.
+        if self.map.len() >= CACHE_MAX && !self.map.contains_key(&dest) {
+            self.map.clear();
+        }
+        self.map
+            .entry(dest)
+            .or_insert_with(|| server.local_relay(dest))
+            .as_ref()
+            .filter(|t| !t.is_closed())
+    }
 }

@@ -50,11 +50,15 @@ async fn data_to_and_from_the_sfu_skips_the_sockets_and_keeps_permissions() {
     let (u, p) = rest_credentials(SECRET, "alice");
     let mut c = Client::udp(udp_addr(&s), &u, &p).await;
     let relayed = c.allocate().await;
-    assert!(to_clients.owns(relayed), "our allocation's relayed address");
-    assert!(!to_clients.owns(sfu), "not a relayed address");
+    assert_eq!(
+        to_clients.send(sfu, sfu, b"elsewhere"),
+        None,
+        "not a relayed address: not taken"
+    );
 
-    // Without a permission for the SFU's address the client gets nothing from it.
-    assert!(!to_clients.send(sfu, relayed, b"too early"));
+    // Our allocation's relayed address, but without a permission for the SFU's address the
+    // client gets nothing from it.
+    assert_eq!(to_clients.send(sfu, relayed, b"too early"), Some(false));
     to_clients.flush();
     c.permit(sfu).await;
     c.send_indication(sfu, b"to the sfu").await;
@@ -64,7 +68,7 @@ async fn data_to_and_from_the_sfu_skips_the_sockets_and_keeps_permissions() {
         (relayed, sfu, &b"to the sfu"[..]),
         "the SFU sees the relayed address as the sender"
     );
-    assert!(to_clients.send(sfu, relayed, b"from the sfu"));
+    assert_eq!(to_clients.send(sfu, relayed, b"from the sfu"), Some(true));
     to_clients.flush();
     let (peer, d) = c.data_indication().await;
     assert_eq!((peer, d.as_slice()), (sfu, &b"from the sfu"[..]));
