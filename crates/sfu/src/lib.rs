@@ -191,8 +191,10 @@ impl Sfu {
             udp6,
             tcp,
             handoff,
-            relay_in,
-            relay_port: relay_port_rx,
+            relay: worker::Relay {
+                inbox: relay_in,
+                port: Some(relay_port_rx),
+            },
         };
         let worker = Worker::new(cfg, sockets, events_tx, requests_rx, metrics.clone())?;
         std::thread::Builder::new()

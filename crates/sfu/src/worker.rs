@@ -135,11 +135,23 @@ struct Scratch {
     subscribers: Vec<PeerId>,
 }
 
-/// The worker's end of the link to the TURN server of this process.
-struct Relay {
-    inbox: mpsc::Receiver<crate::relay_link::Relayed>,
+impl Scratch {
+    /// `of` copied into the subscriber buffer (give it back to `subscribers` after use).
+    fn subscribers(&mut self, of: &[PeerId]) -> Vec<PeerId> {
+        let mut subs = std::mem::take(&mut self.subscribers);
+        subs.clear();
+        subs.extend_from_slice(of);
+        subs
+    }
+}
+
+/// The worker's end of the link to the TURN server of this process ([`crate::relay_link`]):
+/// its datagrams for us, and (once it runs) its side for our datagrams to its relayed
+/// addresses.
+pub(crate) struct Relay {
+    pub inbox: mpsc::Receiver<crate::relay_link::Relayed>,
     /// Until the TURN server attaches (or never does).
-    port: Option<tokio::sync::oneshot::Receiver<Box<dyn crate::relay_link::RelayPort>>>,
+    pub port: Option<tokio::sync::oneshot::Receiver<Box<dyn crate::relay_link::RelayPort>>>,
 }
 
 /// Datagrams from TURN taken in one wake-up at most, before sockets and timers get a turn.
@@ -152,10 +164,7 @@ pub(crate) struct Sockets {
     pub tcp: Option<std::net::TcpListener>,
     /// Connections from the shared public port (already told apart as ICE-TCP).
     pub handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
-    /// Datagrams from the TURN server of this process, and (once it runs) its side of the
-    /// link for our datagrams to its relayed addresses ([`crate::relay_link`]).
-    pub relay_in: mpsc::Receiver<crate::relay_link::Relayed>,
-    pub relay_port: tokio::sync::oneshot::Receiver<Box<dyn crate::relay_link::RelayPort>>,
+    pub relay: Relay,
 }
 
 /// The address announced for a socket bound to `bound`: the external IP when set (for its
@@ -289,12 +298,14 @@ impl Worker {
                         return;
                     }
                 };
-            let relay = Relay {
-                inbox: sockets.relay_in,
-                port: Some(sockets.relay_port),
-            };
-            self.event_loop(&mut net, tcp.as_ref(), sockets.handoff, tcp_in, relay)
-                .await;
+            self.event_loop(
+                &mut net,
+                tcp.as_ref(),
+                sockets.handoff,
+                tcp_in,
+                sockets.relay,
+            )
+            .await;
             let ids: Vec<PeerId> = self.peers.keys().copied().collect();
             for id in ids {
                 self.close_peer(id, "the SFU stopped", false);
@@ -682,7 +693,6 @@ impl Worker {
                 p.next_timeout = now;
             }
         }
-        next.clear();
         self.scratch.events = events;
         self.scratch.dirty = next;
     }

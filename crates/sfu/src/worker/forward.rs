@@ -200,9 +200,7 @@ impl Worker {
             });
         }
         let kind = track.kind;
-        let mut subscribers = std::mem::take(&mut self.scratch.subscribers);
-        subscribers.clear();
-        subscribers.extend_from_slice(&p.subscribers);
+        let subscribers = self.scratch.subscribers(&p.subscribers);
         // Layers some viewer waits for a keyframe of (to start or switch).
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
         if !data.contiguous && kind == MediaKind::Video {
@@ -363,9 +361,7 @@ impl Worker {
         let Some(Role::Publisher(p)) = self.peers.get(&pub_id).map(|p| &p.role) else {
             return;
         };
-        let mut subscribers = std::mem::take(&mut self.scratch.subscribers);
-        subscribers.clear();
-        subscribers.extend_from_slice(&p.subscribers);
+        let subscribers = self.scratch.subscribers(&p.subscribers);
         for &sub_id in &subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
