@@ -149,7 +149,7 @@ impl Scratch {
 /// its datagrams for us, and (once it runs) its side for our datagrams to its relayed
 /// addresses.
 pub(crate) struct Relay {
-    pub inbox: mpsc::Receiver<crate::relay_link::Relayed>,
+    pub inbox: crate::relay_link::RelayReceiver,
     /// Until the TURN server attaches (or never does).
     pub port: Option<tokio::sync::oneshot::Receiver<Box<dyn crate::relay_link::RelayPort>>>,
 }
@@ -356,12 +356,12 @@ impl Worker {
                 },
                 Some(m) = tcp_in.recv() => self.on_tcp(m, net),
                 Some(r) = relay.inbox.recv() => {
-                    self.on_relayed(r, net);
+                    self.on_relayed(&r, net);
+                    relay.inbox.recycle(r);
                     for _ in 0..RELAYED_PER_WAKE {
-                        match relay.inbox.try_recv() {
-                            Ok(r) => self.on_relayed(r, net),
-                            Err(_) => break,
-                        }
+                        let Some(r) = relay.inbox.try_recv() else { break };
+                        self.on_relayed(&r, net);
+                        relay.inbox.recycle(r);
                     }
                     self.drive_touched(net);
                 }
@@ -459,7 +459,7 @@ impl Worker {
 
     /// A datagram the TURN server of this process relayed to us: a UDP datagram from the
     /// relayed address, as far as str0m is concerned.
-    fn on_relayed(&mut self, r: crate::relay_link::Relayed, net: &Net) {
+    fn on_relayed(&mut self, r: &crate::relay_link::Relayed, net: &Net) {
         inc(&self.metrics.turn_rx_packets, 1);
         self.on_datagram(&r.data, r.from, net);
     }
