@@ -21,9 +21,17 @@ fn main() -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
         bail!("{USAGE}");
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // bench sfu pins the load generator to one core: one runtime thread there, so that
+    // two workers do not take turns waking each other and parking on the sockets (each
+    // such wake-up is CPU the generator spends besides its clients, and a client parked on
+    // a socket costs the SFU a wake-up per datagram it sends).
+    let runtime = if name == "sfu" {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()?;
     match name.as_str() {
         "signaling" => runtime.block_on(signaling::run(signaling_options(rest)?)),
         "turn" => runtime.block_on(turn::run(turn_options(rest)?)),
