@@ -27,6 +27,10 @@ const READ_BUFFER: usize = 4096;
 /// Bytes collected before the writer flushes to the socket within a batch.
 const WRITE_BUFFER: usize = 4096;
 
+/// How long a connection we closed waits for the client's Close frame (RFC 6455 §7.1.1)
+/// before the socket is dropped.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// The state of one connection, handed to hub operations for replies.
 pub struct Conn {
     pub outbox: Arc<Outbox>,
@@ -236,6 +240,8 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
     let mut last_seen = tokio::time::Instant::now();
     let mut rate = RateLimit::new(limits.client_rate, limits.client_burst);
     let mut said_bye = false;
+    // The client closed, vanished or broke the protocol: nothing more to read from it.
+    let mut client_done = false;
     loop {
         let pong_deadline = last_seen + limits.ws_pong_timeout;
         tokio::select! {
@@ -248,8 +254,12 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
                         continue;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) | None => {
+                        client_done = true;
+                        break;
+                    }
                     Some(Err(e)) => {
+                        client_done = true;
                         let text = e.to_string();
                         if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
                             let reason = format!(
@@ -303,6 +313,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
             }
             _ = tokio::time::sleep_until(pong_deadline) => {
                 tracing::debug!(remote = %ip, "no data or pong within the pong timeout, closing");
+                client_done = true;
                 break;
             }
             _ = &mut writer_task => {
@@ -343,6 +354,20 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await;
         }
         writer_task.abort();
+    }
+    if !client_done {
+        // We closed: read on until the client's Close (or its end of the connection).
+        // Dropping a socket with unread input resets it, and a reset can discard our Close
+        // frame before the client read it: the client would see "connection reset" instead
+        // of the close code that tells it to reconnect.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
