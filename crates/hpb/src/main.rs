@@ -105,6 +105,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
                 external_ip_v6: cfg.external_ip_v6,
                 tcp_listen: cfg.tcp_listen,
                 public_tcp: public_addr,
+                thin_silent_audio: cfg.thin_silent_audio,
                 ..hpb_sfu::SfuConfig::default()
             };
             let (sfu, events) = hpb_sfu::Sfu::start(sfu_cfg).await.context(

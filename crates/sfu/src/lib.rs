@@ -39,6 +39,9 @@
 //!   measured rate fits that estimate (going up needs 25 % headroom). No send-side
 //!   estimation, so no pacer delays forwarded packets. `hpb_sfu_layer_switches_total` and
 //!   `hpb_sfu_subscriber_estimated_bitrate_bps_sum` show it.
+//! - Silent audio: with [`SfuConfig::thin_silent_audio`], a publisher's digitally silent
+//!   audio (a muted microphone) goes to subscribers once per 400 ms instead of in full
+//!   (`hpb_sfu_silent_audio_thinned_total`); off by default, as in Janus.
 //! - Client SDP without usable `a=ice-ufrag`, `a=ice-pwd` or `a=fingerprint` (sha-256) is
 //!   refused with `invalid_sdp` naming the attribute; a refused subscriber answer leaves the
 //!   offer outstanding, so a corrected answer still works.
@@ -51,6 +54,7 @@ mod peer;
 mod recovery;
 mod relay_link;
 mod sdp;
+mod silence;
 mod stun;
 mod temporal;
 mod worker;
@@ -104,6 +108,10 @@ pub struct SfuConfig {
     pub ice_timeout: Duration,
     /// Minimum time between two keyframe requests forwarded to one publisher track.
     pub keyframe_interval: Duration,
+    /// Forward a publisher's digitally silent audio (a muted microphone) once per 400 ms
+    /// instead of every packet, as Opus DTX would send it (see `silence.rs`). Off by
+    /// default, as Janus forwards all of it.
+    pub thin_silent_audio: bool,
 }
 
 impl Default for SfuConfig {
@@ -118,6 +126,7 @@ impl Default for SfuConfig {
             publisher_wait: Duration::from_secs(10),
             ice_timeout: Duration::from_secs(30),
             keyframe_interval: Duration::from_millis(500),
+            thin_silent_audio: false,
         }
     }
 }

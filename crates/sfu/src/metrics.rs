@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     pub video_frames_forwarded: AtomicU64,
     pub video_bytes_forwarded: AtomicU64,
     pub layer_switches: AtomicU64,
+    pub silent_audio_thinned: AtomicU64,
     pub slow_links: AtomicU64,
     pub channel_messages_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
@@ -91,7 +92,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 25] = [
+        let counters: [(&str, &str, &AtomicU64); 26] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -181,6 +182,11 @@ impl Metrics {
                 "hpb_sfu_layer_switches_total",
                 "Simulcast layer switches of subscriber tracks (on request or following the subscriber's bandwidth estimate).",
                 &self.layer_switches,
+            ),
+            (
+                "hpb_sfu_silent_audio_thinned_total",
+                "Digitally silent audio packets of publishers not forwarded ([sfu] thin_silent_audio).",
+                &self.silent_audio_thinned,
             ),
             (
                 "hpb_sfu_slow_links_total",

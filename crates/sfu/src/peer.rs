@@ -82,6 +82,8 @@ pub(crate) struct TrackIn {
     /// Media arrives (Janus' `media` `receiving`), and when the last frame did.
     pub receiving: bool,
     pub last_frame: Option<Instant>,
+    /// Audio: what of a silent stretch is forwarded (with `thin_silent_audio`).
+    pub silence: crate::silence::SilenceThinner,
 }
 
 impl TrackIn {
@@ -96,6 +98,7 @@ impl TrackIn {
             rates: LayerRates::default(),
             receiving: false,
             last_frame: None,
+            silence: Default::default(),
         }
     }
 

@@ -114,7 +114,7 @@ impl RelayInbox {
     }
 
     /// Queue a datagram from the relayed address `from`; false when it was dropped (the
-    /// worker is behind by [`INBOX_CAPACITY`] datagrams, or stopped). Never blocks.
+    /// worker is behind by `INBOX_CAPACITY` (4096) datagrams, or stopped). Never blocks.
     pub fn deliver(&self, from: SocketAddr, data: &[u8]) -> bool {
         // A full queue is checked before copying, so a drop costs no buffer.
         let queued = match self.tx.try_reserve() {

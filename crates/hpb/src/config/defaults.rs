@@ -68,6 +68,7 @@ pub fn defaults_layer() -> LayerBuilder {
     set(&["backend", "skipverify"], boolean(d.backend_skip_verify));
     set(&["mcu", "maxstreambitrate"], uint(d.mcu_max_stream_bitrate));
     set(&["mcu", "maxscreenbitrate"], uint(d.mcu_max_screen_bitrate));
+    set(&["sfu", "thin_silent_audio"], boolean(false));
     set(&["turn", "servers"], list(Vec::<String>::new()));
     // The built-in TURN server (on when a TURN secret is set); defaults as coturn's.
     set(&["turn", "port"], uint(3478));

@@ -136,6 +136,7 @@ pub const SECTIONS: &[SectionDef] = &[
             k("listen_v6", Kind::Text),
             k("external_ip_v6", Kind::Text),
             k("tcp_listen", Kind::Text),
+            k("thin_silent_audio", Kind::Bool),
         ],
     },
     SectionDef {

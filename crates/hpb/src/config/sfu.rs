@@ -1,7 +1,8 @@
 //! The built-in SFU's settings from `[sfu]`: it runs when `[sfu] listen` (its UDP media
 //! address) is set; `listen_v6` adds an IPv6 media socket, `tcp_listen` an ICE-TCP
 //! listener of its own (the shared `[https]` port carries ICE-TCP too), and
-//! `external_ip`/`external_ip_v6` are the addresses put into ICE candidates behind a 1:1 NAT.
+//! `external_ip`/`external_ip_v6` are the addresses put into ICE candidates behind a 1:1 NAT;
+//! `thin_silent_audio` forwards muted microphones' audio once per 400 ms instead of in full.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,6 +17,7 @@ pub struct SfuSettings {
     pub listen_v6: Option<SocketAddr>,
     pub external_ip_v6: Option<IpAddr>,
     pub tcp_listen: Option<SocketAddr>,
+    pub thin_silent_audio: bool,
 }
 
 /// `None` when the SFU is off.
@@ -42,6 +44,7 @@ pub fn resolve(r: &Reader<'_>) -> Result<Option<SfuSettings>> {
         listen_v6,
         external_ip_v6: ip(r, "external_ip_v6")?,
         tcp_listen: address(r, "tcp_listen", "a TCP address like 0.0.0.0:3479")?,
+        thin_silent_audio: r.boolean("sfu", "thin_silent_audio", false)?,
     }))
 }
 

@@ -683,6 +683,18 @@ fn sfu_transports() {
     assert_eq!(s.listen_v6, Some("[::]:3479".parse().expect("addr")));
     assert_eq!(s.external_ip_v6, Some("2001:db8::4".parse().expect("ip")));
     assert_eq!(s.tcp_listen, Some("0.0.0.0:3479".parse().expect("addr")));
+    assert!(!s.thin_silent_audio, "off unless asked for");
+    let l = toml(
+        &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nthin_silent_audio = true\n"),
+        &[],
+    )
+    .expect("loads");
+    assert!(l.sfu.expect("the SFU is on").thin_silent_audio);
+    let e = err(toml(
+        &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nthin_silent_audio = \"sometimes\"\n"),
+        &[],
+    ));
+    assert!(e.contains("thin_silent_audio"), "{e}");
     let e = err(toml(
         &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nlisten_v6 = \"0.0.0.0:3480\"\n"),
         &[],

@@ -200,6 +200,15 @@ impl Worker {
             });
         }
         let kind = track.kind;
+        if kind == MediaKind::Audio
+            && self.cfg.thin_silent_audio
+            && !track
+                .silence
+                .forward(data.ext_vals.audio_level, data.network_time)
+        {
+            inc(&self.metrics.silent_audio_thinned, 1);
+            return;
+        }
         let subscribers = self.scratch.subscribers(&p.subscribers);
         // Layers some viewer waits for a keyframe of (to start or switch).
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();

@@ -46,6 +46,7 @@ pub struct Client {
     /// RTP datagrams from the SFU this client threw away on purpose (simulated loss).
     dropped: Arc<AtomicU64>,
     layers: SentLayers,
+    audio_level: SentAudioLevel,
 }
 
 impl Drop for Client {
@@ -73,6 +74,23 @@ impl Client {
         if let Ok(mut l) = self.layers.lock() {
             *l = layers;
         }
+    }
+
+    /// Make this (publisher) client mark its audio frames with this audio level from now on
+    /// (`Some(-127)`: digital silence, as a muted microphone sends; `None`: no level).
+    pub fn send_audio_level(&self, level: Option<i8>) {
+        self.audio_level
+            .store(level.map_or(NO_LEVEL, i32::from), Ordering::Relaxed);
+    }
+
+    /// Every event that arrives within `d` (and those received before, not consumed yet).
+    pub async fn collect_for(&mut self, d: Duration) -> Vec<ClientEvent> {
+        let mut got = std::mem::take(&mut self.history);
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            got.push(e);
+        }
+        got
     }
 
     /// How many RTP datagrams the simulated loss dropped so far.
@@ -412,6 +430,7 @@ impl PendingPublisher {
                 video: self.video,
                 simulcast: self.simulcast,
                 layers: Arc::new(std::sync::Mutex::new(self.sent_layers)),
+                audio_level: no_level(),
                 drop_rtp_every: 0,
                 video_pts: Vec::new(),
                 tcp: self.tcp,
@@ -460,6 +479,7 @@ async fn subscriber_on(sdp: &str, drop_rtp_every: u64, tcp: bool, at: &str) -> (
             video: None,
             simulcast: false,
             layers: Default::default(),
+            audio_level: no_level(),
             drop_rtp_every,
             video_pts: video_pts(sdp),
             tcp,
@@ -471,12 +491,22 @@ async fn subscriber_on(sdp: &str, drop_rtp_every: u64, tcp: bool, at: &str) -> (
 
 type SentLayers = Arc<std::sync::Mutex<&'static [&'static str]>>;
 
+/// The audio level (RFC 6464, negative dBov) put on audio frames sent; [`NO_LEVEL`]: none.
+type SentAudioLevel = Arc<std::sync::atomic::AtomicI32>;
+const NO_LEVEL: i32 = i32::MIN;
+
+fn no_level() -> SentAudioLevel {
+    Arc::new(std::sync::atomic::AtomicI32::new(NO_LEVEL))
+}
+
 struct Sending {
     audio: Option<Mid>,
     video: Option<Mid>,
     simulcast: bool,
     /// The simulcast layers sent (changed by [`Client::send_layers`]).
     layers: SentLayers,
+    /// Changed by [`Client::send_audio_level`].
+    audio_level: SentAudioLevel,
     drop_rtp_every: u64,
     /// Payload types of the video m-lines (codecs and their RTX).
     video_pts: Vec<u8>,
@@ -593,6 +623,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
     let (remb, remb_rx) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let layers = sending.layers.clone();
+    let audio_level = sending.audio_level.clone();
     tokio::spawn(run(
         rtc,
         socket,
@@ -612,6 +643,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
         remb,
         dropped,
         layers,
+        audio_level,
     }
 }
 
@@ -718,6 +750,11 @@ async fn run(
                     elapsed.as_micros() as u64 * 48 / 1000,
                     Frequency::FORTY_EIGHT_KHZ,
                 );
+                let level = sending.audio_level.load(Ordering::Relaxed);
+                let w = match i8::try_from(level) {
+                    Ok(l) => w.audio_level(l, l > -127),
+                    Err(_) => w,
+                };
                 let _ = w.write(pt, now, t, audio_frame(n));
             }
             if n.is_multiple_of(2)

@@ -1,5 +1,6 @@
 //! Integration tests of hpb-sfu through its public API, with str0m clients on 127.0.0.1.
 
+mod audio;
 mod client;
 mod lifecycle;
 mod media;

@@ -1,0 +1,93 @@
+//! Silent-audio thinning (`SfuConfig::thin_silent_audio`): what of a muted publisher's
+//! audio reaches a subscriber, with the option and without it.
+
+use hpb_sfu::{Sfu, SfuConfig};
+use str0m::media::MediaKind;
+
+use crate::client::ClientEvent;
+use crate::*;
+
+/// The numbers of the publisher's audio frames (`AUDIO-<n>-`) among `events`.
+fn audio_numbers(events: &[ClientEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Media {
+                kind: MediaKind::Audio,
+                data,
+                ..
+            } => std::str::from_utf8(data.strip_prefix(b"AUDIO-")?)
+                .ok()?
+                .split('-')
+                .next()?
+                .parse()
+                .ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A muted publisher (every audio frame at -127 dBov) and one subscriber getting its media.
+async fn muted_publisher_and_viewer(thin: bool) -> (Sfu, Client, Client) {
+    init_log();
+    let (sfu, _events) = Sfu::start(SfuConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        thin_silent_audio: thin,
+        ..SfuConfig::default()
+    })
+    .await
+    .expect("the SFU starts");
+    let publisher = publish(&sfu, "alice").await;
+    publisher.send_audio_level(Some(-127));
+    let (mut viewer, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_media(&mut viewer).await;
+    (sfu, publisher, viewer)
+}
+
+/// Differences between neighbours.
+fn steps(n: &[u64]) -> Vec<u64> {
+    n.windows(2).map(|w| w[1].saturating_sub(w[0])).collect()
+}
+
+/// The audio frames that reach `viewer` within `d`: at least ten, none left out.
+async fn expect_every_frame(viewer: &mut Client, d: Duration, what: &str) {
+    viewer.clear_history();
+    let got = audio_numbers(&viewer.collect_for(d).await);
+    assert!(got.len() >= 10, "{what} arrives: {got:?}");
+    assert!(
+        steps(&got).iter().all(|&s| s == 1),
+        "no {what} frame is left out: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_thinning_silence_arrives_sparsely_and_speech_in_full() {
+    let (sfu, publisher, mut viewer) = muted_publisher_and_viewer(true).await;
+    viewer.clear_history();
+    let silent = audio_numbers(&viewer.collect_for(Duration::from_secs(2)).await);
+    // Sent every 20 ms, forwarded once per 400 ms: about one in twenty, never neighbours.
+    assert!(silent.len() >= 2, "some silence still arrives: {silent:?}");
+    let span = silent.last().unwrap_or(&0) - silent.first().unwrap_or(&0);
+    assert!(
+        steps(&silent).iter().all(|&s| s >= 5) && (silent.len() as u64) <= span / 5 + 1,
+        "silent frames are thinned: {silent:?}"
+    );
+    assert!(metric(&sfu, "hpb_sfu_silent_audio_thinned_total") > 0);
+
+    // The microphone is unmuted: every frame from then on arrives.
+    publisher.send_audio_level(Some(-30));
+    viewer
+        .wait_for("speech", WAIT, |e| {
+            !audio_numbers(std::slice::from_ref(e)).is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    expect_every_frame(&mut viewer, Duration::from_secs(1), "speech").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_silence_is_forwarded_in_full_as_janus_does() {
+    let (sfu, _publisher, mut viewer) = muted_publisher_and_viewer(false).await;
+    expect_every_frame(&mut viewer, Duration::from_secs(1), "silence").await;
+    assert_eq!(metric(&sfu, "hpb_sfu_silent_audio_thinned_total"), 0);
+}
