@@ -130,18 +130,53 @@ fn driver() -> String {
     format!("{}/media/chromium/driver.js", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs the driver for one call and returns its result object. `simulcast` is `rid`
-/// (sendEncodings) or `sim` (Talk's SDP munging on Chromium); `layer_limit`: leave Chromium's
-/// limit on legacy simulcast layers for small frames on (it sends two of the three layers
-/// announced at 640x360), as for Talk users; off, all three are sent.
-async fn call_in_chromium(simulcast: &str, layer_limit: bool) -> Value {
-    call_with(simulcast, layer_limit, false, false).await
+/// One call's setup.
+#[derive(Default)]
+struct CallOptions {
+    /// `rid` (sendEncodings) or `sim` (Talk's SDP munging on Chromium).
+    simulcast: &'static str,
+    /// Leave Chromium's limit on legacy simulcast layers for small frames on (it sends two
+    /// of the three layers announced at 640x360), as for Talk users; off, all three are sent.
+    layer_limit: bool,
+    /// hpb also has its public TLS port (a self-signed certificate), which the SFU announces
+    /// as its passive ICE-TCP candidate, and the pages use only TCP candidates.
+    ice_tcp: bool,
+    /// The driver also measures the frame rate at temporal layer 0 and 2.
+    temporal: bool,
+    /// Instead of the layer switches, the driver mutes the publisher's microphone for a
+    /// while; hpb runs with `[sfu] thin_silent_audio`.
+    mute: bool,
 }
 
-/// `ice_tcp`: hpb also has its public TLS port (a self-signed certificate), which the SFU
-/// announces as its passive ICE-TCP candidate, and the pages use only TCP candidates.
-/// `temporal`: the driver also measures the frame rate at temporal layer 0 and 2.
-async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool, temporal: bool) -> Value {
+impl CallOptions {
+    fn rid() -> CallOptions {
+        CallOptions {
+            simulcast: "rid",
+            ..CallOptions::default()
+        }
+    }
+}
+
+/// Runs the driver for one call with `simulcast` and returns its result object.
+async fn call_in_chromium(simulcast: &'static str, layer_limit: bool) -> Value {
+    call_with(CallOptions {
+        simulcast,
+        layer_limit,
+        ..CallOptions::default()
+    })
+    .await
+}
+
+/// Runs the driver for one call and returns its result object, with the SFU's metrics
+/// (`sfuMetrics`, the `hpb_sfu_*` lines) added.
+async fn call_with(o: CallOptions) -> Value {
+    let CallOptions {
+        simulcast,
+        layer_limit,
+        ice_tcp,
+        temporal,
+        mute,
+    } = o;
     let nc = FakeNextcloud::start().await;
     nc.add_public_room("call");
     let dir = std::env::temp_dir().join(format!(
@@ -150,6 +185,9 @@ async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool, temporal: 
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut extra = String::from("[sfu]\nlisten = \"127.0.0.1:0\"\n");
+    if mute {
+        extra.push_str("thin_silent_audio = true\n");
+    }
     if ice_tcp {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -165,6 +203,7 @@ async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool, temporal: 
     let config = json!({
         "iceTcp": ice_tcp,
         "temporal": temporal,
+        "mute": mute,
         "ws": hpb.ws_url(),
         "backend": nc.backend_url(),
         "room": "call",
@@ -221,18 +260,19 @@ async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool, temporal: 
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("result line {line:?}: {e}"));
     let mut result = out["result"].clone();
     result["hpbStdout"] = json!(hpb.stdout());
+    let metrics = match reqwest::get(format!("{}/metrics", hpb.http_url())).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let sfu: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hpb_sfu"))
+        .collect();
+    result["sfuMetrics"] = json!(sfu.join("\n"));
     if std::env::var_os("HPB_E2E_BROWSER_LOGS").is_some() {
         eprintln!("hpb:\n{}\nresult: {result}", hpb.logs());
     }
     if result.get("failure").is_some() || result["initial"]["met"] != true {
-        let metrics = match reqwest::get(format!("{}/metrics", hpb.http_url())).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => e.to_string(),
-        };
-        let sfu: Vec<&str> = metrics
-            .lines()
-            .filter(|l| l.starts_with("hpb_sfu"))
-            .collect();
         panic!(
             "the browser call failed: {result:#}\nhpb:\n{}\nSFU metrics:\n{}",
             hpb.logs(),
@@ -240,6 +280,16 @@ async fn call_with(simulcast: &str, layer_limit: bool, ice_tcp: bool, temporal: 
         );
     }
     result
+}
+
+/// The value of `hpb_sfu_<name>` in a call's `sfuMetrics`.
+fn sfu_metric(r: &Value, name: &str) -> u64 {
+    r["sfuMetrics"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("hpb_sfu_{name} "))?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn num(v: &Value) -> u64 {
@@ -333,7 +383,7 @@ fn rtp_jumps(r: &Value) -> Vec<i64> {
 }
 
 /// Runs the call with `simulcast` in the right place and checks it; `name` is the test's.
-async fn run(name: &str, simulcast: &str) -> Option<Value> {
+async fn run(name: &str, simulcast: &'static str) -> Option<Value> {
     let only_loopback = match place(&format!("browser::{name}")).await {
         Place::Done => return None,
         Place::OwnNetns => true,
@@ -367,7 +417,11 @@ async fn exclusive_chromium_rid_simulcast_with_select_stream() {
         Place::OwnNetns => true,
         Place::Machine => false,
     };
-    let r = call_with("rid", false, false, true).await;
+    let r = call_with(CallOptions {
+        temporal: true,
+        ..CallOptions::rid()
+    })
+    .await;
     check(&r, only_loopback);
     let modes: Vec<&str> = r["publisher"]["outbound"]
         .as_array()
@@ -449,7 +503,11 @@ async fn exclusive_chromium_over_ice_tcp_on_the_shared_port() {
         Place::OwnNetns => true,
         Place::Machine => false,
     };
-    let r = call_with("rid", false, true, false).await;
+    let r = call_with(CallOptions {
+        ice_tcp: true,
+        ..CallOptions::rid()
+    })
+    .await;
     check(&r, only_loopback);
     let public = r["hpbStdout"]
         .as_str()
@@ -465,4 +523,36 @@ async fn exclusive_chromium_over_ice_tcp_on_the_shared_port() {
             "{page} is connected to the shared port {public} over TCP, not {remote}: {r:#}"
         );
     }
+}
+
+/// Talk mutes the microphone by disabling its track, and Chromium then sends silence: 50
+/// packets a second whose audio level is -127 dBov. With `[sfu] thin_silent_audio` the
+/// viewer gets only a few of them, and every packet again once the microphone is back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_chromium_muted_microphone_is_thinned() {
+    let name = "exclusive_chromium_muted_microphone_is_thinned";
+    if let Place::Done = place(&format!("browser::{name}")).await {
+        return;
+    }
+    let r = call_with(CallOptions {
+        mute: true,
+        ..CallOptions::rid()
+    })
+    .await;
+    let m = &r["mute"];
+    let (on, muted, again) = (num(&m["on"]), num(&m["muted"]), num(&m["onAgain"]));
+    eprintln!("audio packets per 2 s: {on} on, {muted} muted, {again} on again");
+    assert!(
+        on >= 50 && again >= 50,
+        "audio flows with the microphone on: {r:#}"
+    );
+    assert!(
+        muted * 4 <= on,
+        "the muted microphone's silence is thinned: {r:#}"
+    );
+    assert!(
+        sfu_metric(&r, "silent_audio_thinned_total") > 0,
+        "counted: {}",
+        r["sfuMetrics"]
+    );
 }

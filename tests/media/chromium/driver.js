@@ -8,7 +8,9 @@
 //   node driver.js '<json config>'
 //   config: {ws, backend, room, simulcast: "rid" | "sim", width, height, legacyLayerLimit,
 //            iceTcp (use only the SFU's TCP candidates), temporal (measure the frame rate
-//            at temporal layer 0 and 2 after the layer switches),
+//            at temporal layer 0 and 2 after the layer switches), mute (instead of the
+//            layer switches: audio packets the subscriber gets with the publisher's
+//            microphone on, muted, and on again),
 //            publisher: {user, ticket}, subscriber: {user, ticket}}
 //
 // Protocol on stdout: {"ready": {"publisher": ID, "subscriber": ID}} once both pages have
@@ -140,6 +142,27 @@ async function temporalStep(sub) {
   return { base, all };
 }
 
+// Audio packets the subscriber receives per 2 s with the publisher's microphone on, then
+// muted as Talk mutes it, then on again (each after a second to settle).
+async function muteStep(pub, sub) {
+  const received = async () => {
+    const s = await sub.evaluate(() => window.talk.stats());
+    return s.audio ? s.audio.packetsReceived : 0;
+  };
+  const over2s = async () => {
+    await sleep(1000);
+    const a = await received();
+    await sleep(2000);
+    return (await received()) - a;
+  };
+  const on = await over2s();
+  await pub.evaluate(() => window.talk.muteAudio(true));
+  const muted = await over2s();
+  await pub.evaluate(() => window.talk.muteAudio(false));
+  const onAgain = await over2s();
+  return { on, muted, onAgain };
+}
+
 async function main() {
   const server = await serve();
   const base = `http://127.0.0.1:${server.address().port}`;
@@ -220,7 +243,9 @@ async function main() {
     );
     result.publisher = layers.stats;
     const top = width(initial.stats);
-    if (initial.met) {
+    if (initial.met && config.mute) {
+      result.mute = await muteStep(pub, sub);
+    } else if (initial.met) {
       result.low = await switchLayer(sub, 0, (w) => w > 0 && w <= top * 0.3);
       result.medium = await switchLayer(sub, 1, (w) => w >= top * 0.4 && w <= top * 0.6);
       result.high = await switchLayer(sub, 2, (w) => w >= top * 0.9);

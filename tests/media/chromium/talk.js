@@ -291,6 +291,7 @@ class Call {
     this.pc = pc;
     const [audio] = stream.getAudioTracks();
     const [video] = stream.getVideoTracks();
+    this.audioTrack = audio;
     pc.addTrack(audio, stream);
     if (simulcast === 'rid') {
       pc.addTransceiver(video, {
@@ -405,6 +406,14 @@ class Call {
       type: 'selectStream',
       payload: { substream, temporal },
     });
+  }
+
+  // Mute or unmute the microphone the way Talk does: the track stays, disabled (WebRTC then
+  // sends silence).
+  muteAudio(muted) {
+    if (this.audioTrack) {
+      this.audioTrack.enabled = !muted;
+    }
   }
 
   async stats() {
