@@ -46,6 +46,7 @@
 //!   refused with `invalid_sdp` naming the attribute; a refused subscriber answer leaves the
 //!   offer outstanding, so a corrected answer still works.
 
+mod buffer_pool;
 mod bwe;
 mod gso;
 mod metrics;

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 
 use quinn_udp::{RecvMeta, UdpSocketState};
 
+use crate::buffer_pool::BufferPool;
 use crate::gso::Run;
 use crate::metrics::{Metrics, inc};
 use crate::relay_link::RelayPort;
@@ -37,7 +38,8 @@ const TCP_QUEUE: usize = 1024;
 /// How long a new TCP connection may take to send its first frame (a STUN Binding request).
 const FIRST_FRAME: Duration = Duration::from_secs(10);
 
-/// What a TCP connection's reader tells the worker.
+/// What a TCP connection's reader tells the worker (a frame's buffer goes back with
+/// [`Net::recycle`]).
 pub(crate) enum TcpIn {
     Frame { remote: SocketAddr, data: Vec<u8> },
     Closed { remote: SocketAddr },
@@ -107,6 +109,8 @@ pub(crate) struct Net {
     pub udp6: Option<(UdpSocket, SocketAddr)>,
     pub tcp: HashMap<SocketAddr, TcpConn>,
     inbox: mpsc::Sender<TcpIn>,
+    /// Buffers of ICE-TCP frames in either direction.
+    pool: Arc<BufferPool>,
     /// The TURN server of this process, for datagrams to its relayed addresses.
     relay: RefCell<Option<Box<dyn RelayPort>>>,
     metrics: Arc<Metrics>,
@@ -135,6 +139,7 @@ impl Net {
                 udp6,
                 tcp: HashMap::new(),
                 inbox,
+                pool: Arc::default(),
                 relay: RefCell::new(None),
                 metrics,
             },
@@ -197,12 +202,15 @@ impl Net {
                 let len = u16::try_from(t.contents.len()).map_err(|_| {
                     io::Error::new(io::ErrorKind::InvalidInput, "packet too big for RFC 4571")
                 })?;
-                let mut frame = Vec::with_capacity(t.contents.len() + 2);
+                let mut frame = self.pool.take();
                 frame.extend_from_slice(&len.to_be_bytes());
                 frame.extend_from_slice(&t.contents);
-                conn.tx
-                    .try_send(frame)
-                    .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
+                if let Err(e) = conn.tx.try_send(frame) {
+                    let (mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f)) =
+                        e;
+                    self.pool.put_back(f);
+                    return Err(io::Error::from(io::ErrorKind::WouldBlock));
+                }
                 Ok(t.contents.len())
             }
             _ => Err(io::Error::new(
@@ -234,6 +242,11 @@ impl Net {
         }
     }
 
+    /// Hand back the buffer of a received ICE-TCP frame once it is handled.
+    pub fn recycle(&self, frame: Vec<u8>) {
+        self.pool.put_back(frame);
+    }
+
     /// From now on, datagrams for the relayed addresses of `port` go through it.
     pub fn attach_relay(&self, port: Box<dyn RelayPort>) {
         *self.relay.borrow_mut() = Some(port);
@@ -260,8 +273,14 @@ impl Net {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
-        tokio::spawn(write_frames(write, rx));
-        let reader = tokio::spawn(read_frames(read, remote, self.inbox.clone())).abort_handle();
+        tokio::spawn(write_frames(write, rx, self.pool.clone()));
+        let reader = tokio::spawn(read_frames(
+            read,
+            remote,
+            self.inbox.clone(),
+            self.pool.clone(),
+        ))
+        .abort_handle();
         self.tcp.insert(
             remote,
             TcpConn {
@@ -281,13 +300,14 @@ async fn read_frames(
     read: tokio::net::tcp::OwnedReadHalf,
     remote: SocketAddr,
     inbox: mpsc::Sender<TcpIn>,
+    pool: Arc<BufferPool>,
 ) {
     let mut r = BufReader::with_capacity(16 * 1024, read);
     let mut first = true;
     loop {
         let frame = async {
             let len = r.read_u16().await?;
-            let mut data = vec![0u8; usize::from(len)];
+            let mut data = pool.zeroed(usize::from(len));
             r.read_exact(&mut data).await?;
             io::Result::Ok(data)
         };
@@ -318,14 +338,22 @@ async fn read_frames(
 }
 
 /// Write queued frames, as many per system call as are waiting.
-async fn write_frames(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn write_frames(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    pool: Arc<BufferPool>,
+) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
         buf.clear();
         buf.extend_from_slice(&frame);
+        pool.put_back(frame);
         while buf.len() < 60 * 1024 {
             match rx.try_recv() {
-                Ok(f) => buf.extend_from_slice(&f),
+                Ok(f) => {
+                    buf.extend_from_slice(&f);
+                    pool.put_back(f);
+                }
                 Err(_) => break,
             }
         }
@@ -365,6 +393,7 @@ mod tests {
             Some(TcpIn::Frame { remote: r, data }) => {
                 assert_eq!(r, remote);
                 assert_eq!(data, stun);
+                net.recycle(data);
             }
             _ => panic!("no frame"),
         }
@@ -378,6 +407,11 @@ mod tests {
         let mut got = [0u8; 5];
         client.read_exact(&mut got).await.expect("test setup");
         assert_eq!(got, [0, 3, 1, 2, 3]);
+        // The frame's buffer went back to the pool once written, and is taken again.
+        assert_eq!(net.pool.free(), 1);
+        assert_eq!(net.send(&t).expect("test setup"), 3);
+        client.read_exact(&mut got).await.expect("test setup");
+        assert_eq!(net.pool.free(), 1);
         drop(client);
         assert!(matches!(inbox.recv().await, Some(TcpIn::Closed { .. })));
     }

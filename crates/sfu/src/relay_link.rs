@@ -5,21 +5,16 @@
 //! ICE, DTLS and SRTP do not know the difference; only two kernel round trips are saved.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::buffer_pool::BufferPool;
 use crate::metrics::{Metrics, inc};
 
 /// Datagrams queued from TURN to the worker at most; past that they are dropped, as a full
 /// socket buffer would drop them.
 pub(crate) const INBOX_CAPACITY: usize = 4096;
-
-/// Buffers kept for reuse at most: more than are in flight while the worker keeps up.
-const POOL_BUFFERS: usize = 512;
-
-/// Buffers larger than this are not kept (media datagrams are far smaller).
-const POOL_BUFFER_BYTES: usize = 4096;
 
 /// The TURN server's side, driven on the SFU's worker thread.
 pub trait RelayPort: Send {
@@ -36,38 +31,6 @@ pub trait RelayPort: Send {
 pub(crate) struct Relayed {
     pub from: SocketAddr,
     pub data: Vec<u8>,
-}
-
-/// Buffers of delivered datagrams, back from the worker once it is done with them: a
-/// steady stream of relayed media allocates nothing per datagram (the hot-path rule).
-#[derive(Default)]
-struct BufferPool(Mutex<Vec<Vec<u8>>>);
-
-impl BufferPool {
-    /// A buffer holding a copy of `data`, reused when one is free.
-    fn copy_of(&self, data: &[u8]) -> Vec<u8> {
-        let reused = self.0.lock().ok().and_then(|mut free| free.pop());
-        let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(data.len().max(1500)));
-        buf.clear();
-        buf.extend_from_slice(data);
-        buf
-    }
-
-    fn put_back(&self, buf: Vec<u8>) {
-        if buf.capacity() > POOL_BUFFER_BYTES {
-            return;
-        }
-        if let Ok(mut free) = self.0.lock()
-            && free.len() < POOL_BUFFERS
-        {
-            free.push(buf);
-        }
-    }
-
-    #[cfg(test)]
-    fn free(&self) -> usize {
-        self.0.lock().map_or(0, |f| f.len())
-    }
 }
 
 /// Where a TURN server in this process puts datagrams for the SFU; cheap to clone.
@@ -154,12 +117,6 @@ mod tests {
         let r = rx.recv().await.expect("a datagram");
         assert_eq!(r.data.as_slice(), b"2nd");
         assert_eq!(r.data.as_ptr(), ptr, "the buffer was not reused");
-        assert_eq!(inbox.pool.free(), 0);
-        // A huge buffer is not kept.
-        rx.recycle(Relayed {
-            from,
-            data: vec![0; POOL_BUFFER_BYTES + 1],
-        });
         assert_eq!(inbox.pool.free(), 0);
     }
 

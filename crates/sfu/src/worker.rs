@@ -435,6 +435,7 @@ impl Worker {
                 {
                     c.peer = Some(id);
                 }
+                net.recycle(data);
                 self.drive_touched(net);
             }
         }
