@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 
 const USAGE: &str = "usage: hpb-bench signaling [--sizes 100,500,1000] [--messages N] [--rate PER_SECOND]
        hpb-bench turn [--clients N] [--messages N] [--length BYTES]
-       hpb-bench sfu [--rooms 3] [--publishers 2] [--subscribers 5] [--seconds 20] [--fps 30] [--video-kbps 1500] [--repeat 3]";
+       hpb-bench sfu [--rooms 3] [--publishers 2] [--subscribers 5] [--seconds 20] [--fps 30] [--video-kbps 1500] [--repeat 3] [--muted 0]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -101,12 +101,20 @@ fn sfu_options(args: &[String]) -> Result<sfu::Options> {
             "--fps" => o.fps = value.parse()?,
             "--video-kbps" => o.video_kbps = value.parse()?,
             "--repeat" => o.repeat = value.parse()?,
+            "--muted" => o.muted = value.parse()?,
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
     if [o.rooms, o.publishers, o.subscribers, o.repeat].contains(&0) || o.seconds == 0 || o.fps == 0
     {
         bail!("rooms, publishers, subscribers, seconds, fps and repeat must be at least 1");
+    }
+    if o.muted > o.publishers {
+        bail!(
+            "--muted {} is more than the {} publishers per room",
+            o.muted,
+            o.publishers
+        );
     }
     Ok(o)
 }

@@ -13,7 +13,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -27,6 +27,9 @@ pub struct Shape {
     pub video_kbps: u32,
     /// A keyframe (five times a delta frame) this often, and on every PLI/FIR.
     pub keyframe_every: Duration,
+    /// The microphone is muted: Opus at the audio level of digital silence (-127 dBov), as
+    /// a browser sends with its audio track disabled; otherwise speech (-30 dBov).
+    pub muted: bool,
 }
 
 impl Shape {
@@ -330,8 +333,15 @@ impl Sender {
             self.audio_n += 1;
             let ts = (u64::from(n) * 960) as u32;
             let data = payload::audio_packet(n, payload::now_us());
+            let level = ExtensionValues {
+                audio_level: Some(if self.shape.muted { -127 } else { -30 }),
+                voice_activity: Some(!self.shape.muted),
+                ..Default::default()
+            };
             if let Some(tx) = rtc.direct_api().stream_tx_by_mid(self.audio, None) {
-                tx.write_rtp(RtpWrite::new(pt, self.audio_seq.into(), ts, now, data));
+                tx.write_rtp(
+                    RtpWrite::new(pt, self.audio_seq.into(), ts, now, data).ext_vals(level),
+                );
                 self.audio_seq += 1;
                 self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -566,6 +576,7 @@ mod tests {
             fps: 30,
             video_kbps: 1500,
             keyframe_every: Duration::from_secs(2),
+            muted: false,
         };
         // 60 frames per 2 s, one of them 5x: 64 delta frames' worth of bytes.
         let bytes = s.delta_bytes() * 64;

@@ -52,6 +52,9 @@ pub struct Options {
     pub video_kbps: u32,
     /// Rounds (hpb then upstream each); the table shows each side's median round.
     pub repeat: usize,
+    /// Publishers per room whose microphone is muted; with any, hpb runs with
+    /// `[sfu] thin_silent_audio` (Janus has no such option and forwards it all).
+    pub muted: usize,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             video_kbps: 1500,
             // Single rounds vary by up to a third on a shared VM: the table shows the median.
             repeat: 3,
+            muted: 0,
         }
     }
 }
@@ -84,6 +88,7 @@ const PERMISSIONS: &[&str] = &[
 struct Publication {
     stats: Arc<PubStats>,
     task: PublisherTask,
+    muted: bool,
 }
 
 struct Subscription {
@@ -116,6 +121,7 @@ async fn run_one(sys: &dyn System, nc: &FakeNextcloud, o: &Options) -> Result<Me
         fps: o.fps,
         video_kbps: o.video_kbps,
         keyframe_every: Duration::from_secs(2),
+        muted: false,
     };
     let (stop_tx, stop) = watch::channel(false);
     let started = Instant::now();
@@ -148,13 +154,15 @@ async fn run_one(sys: &dyn System, nc: &FakeNextcloud, o: &Options) -> Result<Me
         talk::everyone_in_call(nc, &sys.http(), &room, &all).await?;
         let first = publications.len();
         let mut ids = Vec::new();
-        for p in &mut pubs {
+        for (i, p) in pubs.iter_mut().enumerate() {
+            let muted = i < o.muted;
+            let shape = Shape { muted, ..shape };
             let (stats, task) = p
                 .publish(shape, sys.room_type(), stop.clone())
                 .await
                 .with_context(|| format!("publishing in {room}"))?;
             ids.push(p.id.clone());
-            publications.push(Publication { stats, task });
+            publications.push(Publication { stats, task, muted });
         }
         let room_pubs = &publications[first..];
         if !wait_until(Duration::from_secs(15), || {
@@ -284,7 +292,7 @@ async fn run_one(sys: &dyn System, nc: &FakeNextcloud, o: &Options) -> Result<Me
         let (f0, a0) = marks0[s.publisher];
         let (f1, a1) = marks1[s.publisher];
         m.video_expected += u64::from(f1 - f0);
-        m.audio_expected += u64::from(a1 - a0);
+        let muted = publications[s.publisher].muted;
         m.seq_gaps += report.seq_gaps;
         let mut seen = std::collections::HashSet::new();
         for (n, lat) in report.video {
@@ -294,10 +302,20 @@ async fn run_one(sys: &dyn System, nc: &FakeNextcloud, o: &Options) -> Result<Me
             }
         }
         seen.clear();
+        // A muted microphone's audio is not expected in full (hpb thins it): counted apart.
+        if muted {
+            m.muted_audio_sent += u64::from(a1 - a0);
+        } else {
+            m.audio_expected += u64::from(a1 - a0);
+        }
         for (n, lat) in report.audio {
             if (a0..a1).contains(&n) && seen.insert(n) {
-                m.audio_received += 1;
-                m.audio_latency.push(Duration::from_micros(lat.into()));
+                if muted {
+                    m.muted_audio_received += 1;
+                } else {
+                    m.audio_received += 1;
+                    m.audio_latency.push(Duration::from_micros(lat.into()));
+                }
             }
         }
     }
@@ -331,6 +349,13 @@ pub async fn run(o: Options) -> Result<()> {
         loadavg()
     );
     println!("{}", pinning::describe());
+    if o.muted > 0 {
+        println!(
+            "{} of {} publishers per room are muted (Opus at -127 dBov); hpb runs with [sfu] \
+             thin_silent_audio, Janus forwards all of it",
+            o.muted, o.publishers
+        );
+    }
     let nc = FakeNextcloud::start().await;
     for r in 0..o.rooms {
         nc.add_room(Room::public(&room_name(r)).with_permissions(PERMISSIONS));
@@ -345,7 +370,7 @@ pub async fn run(o: Options) -> Result<()> {
         }
         if only != "upstream" {
             eprintln!("hpb …");
-            let hpb = HpbSystem::start(&nc).await?;
+            let hpb = HpbSystem::start(&nc, o.muted > 0).await?;
             ours.push(run_one(&hpb, &nc, &o).await.context("hpb run")?);
         }
         if only != "hpb" {

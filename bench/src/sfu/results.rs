@@ -25,6 +25,9 @@ pub struct Measured {
     pub video_received: u64,
     pub audio_expected: u64,
     pub audio_received: u64,
+    /// Audio of muted publishers (`--muted`): packets sent, and those that arrived.
+    pub muted_audio_sent: u64,
+    pub muted_audio_received: u64,
     pub seq_gaps: u64,
     pub keyframe_requests: u64,
     pub subscriptions: usize,
@@ -193,6 +196,9 @@ pub fn print_results(a: &Measured, b: Option<&Measured>) {
             );
         }
     }
+    if a.muted_audio_sent > 0 {
+        print_muted(a, b);
+    }
     let ours = a.per_cpu_second();
     let check = |ok: bool| if ok { "met" } else { "NOT met" };
     println!(
@@ -215,4 +221,30 @@ pub fn print_results(a: &Measured, b: Option<&Measured>) {
         a.video_expected + a.audio_expected,
         check(a.lost() == 0)
     );
+}
+
+/// `--muted`: what share of the muted microphones' audio each SFU forwarded, and what the
+/// same call cost each.
+fn print_muted(a: &Measured, b: Option<&Measured>) {
+    let share =
+        |m: &Measured| 100.0 * m.muted_audio_received as f64 / m.muted_audio_sent.max(1) as f64;
+    let core = |m: &Measured| m.media_cpu.as_secs_f64() * 100.0 / m.window.as_secs_f64().max(1e-9);
+    match b {
+        Some(b) => println!(
+            "muted microphones: hpb forwarded {:.1} % of their audio packets, Janus {:.1} %; \
+             the same call cost hpb {:.2} % of a core and Janus {:.2} % ({:.2}x). The SFUs \
+             forward different amounts here, so packets per CPU second do not compare: the \
+             goals are for runs without --muted.",
+            share(a),
+            share(b),
+            core(a),
+            core(b),
+            core(a) / core(b).max(1e-9)
+        ),
+        None => println!(
+            "muted microphones: hpb forwarded {:.1} % of their audio packets, at {:.2} % of a core",
+            share(a),
+            core(a)
+        ),
+    }
 }

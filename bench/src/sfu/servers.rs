@@ -49,10 +49,13 @@ fn primary_ip() -> Option<IpAddr> {
 pub struct HpbSystem(Hpb);
 
 impl HpbSystem {
-    pub async fn start(nc: &FakeNextcloud) -> Result<HpbSystem> {
+    /// `thin_silent_audio`: with `[sfu] thin_silent_audio`.
+    pub async fn start(nc: &FakeNextcloud, thin_silent_audio: bool) -> Result<HpbSystem> {
         let cfg = free_config(
             nc,
-            "[sfu]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"warn\"\n",
+            &format!(
+                "[sfu]\nlisten = \"127.0.0.1:0\"\nthin_silent_audio = {thin_silent_audio}\n\n[log]\nlevel = \"warn\"\n"
+            ),
         );
         Ok(HpbSystem(Hpb::start(&cfg).await))
     }
