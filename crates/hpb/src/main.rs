@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod health;
 mod healthcheck;
+mod http_listener;
 mod lifecycle;
 mod media;
 mod metrics;
@@ -249,6 +250,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
             .as_ref()
             .is_some_and(|h| matches!(h.source, config::CertSource::Files { .. })),
     ));
+    let listener = http_listener::nodelay(listener);
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
