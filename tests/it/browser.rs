@@ -282,16 +282,6 @@ async fn call_with(o: CallOptions) -> Value {
     result
 }
 
-/// The value of `hpb_sfu_<name>` in a call's `sfuMetrics`.
-fn sfu_metric(r: &Value, name: &str) -> u64 {
-    r["sfuMetrics"]
-        .as_str()
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("hpb_sfu_{name} "))?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -551,7 +541,11 @@ async fn exclusive_chromium_muted_microphone_is_thinned() {
         "the muted microphone's silence is thinned: {r:#}"
     );
     assert!(
-        sfu_metric(&r, "silent_audio_thinned_total") > 0,
+        crate::sfu::metric(
+            r["sfuMetrics"].as_str().unwrap_or_default(),
+            "hpb_sfu_silent_audio_thinned_total"
+        )
+        .is_some_and(|n| n > 0),
         "counted: {}",
         r["sfuMetrics"]
     );

@@ -236,7 +236,7 @@ async fn media_flows_through_hpbs_own_turn_with_relay_only_ice() {
 }
 
 /// The value of an unlabelled metric line.
-fn metric(text: &str, name: &str) -> Option<u64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

@@ -38,6 +38,11 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// The SFU's CPU over the window, in % of a core.
+    pub fn core_percent(&self) -> f64 {
+        self.media_cpu.as_secs_f64() * 100.0 / self.window.as_secs_f64().max(1e-9)
+    }
+
     pub fn per_cpu_second(&self) -> f64 {
         let cpu = self.media_cpu.as_secs_f64();
         if cpu > 0.0 {
@@ -100,7 +105,7 @@ pub fn print_results(a: &Measured, b: Option<&Measured>) {
         ),
         row(
             "SFU CPU (hpb: whole process)",
-            &|m| m.media_cpu.as_secs_f64() * 100.0 / m.window.as_secs_f64().max(1e-9),
+            &Measured::core_percent,
             "% core",
         ),
         row(
@@ -228,7 +233,6 @@ pub fn print_results(a: &Measured, b: Option<&Measured>) {
 fn print_muted(a: &Measured, b: Option<&Measured>) {
     let share =
         |m: &Measured| 100.0 * m.muted_audio_received as f64 / m.muted_audio_sent.max(1) as f64;
-    let core = |m: &Measured| m.media_cpu.as_secs_f64() * 100.0 / m.window.as_secs_f64().max(1e-9);
     match b {
         Some(b) => println!(
             "muted microphones: hpb forwarded {:.1} % of their audio packets, Janus {:.1} %; \
@@ -237,14 +241,14 @@ fn print_muted(a: &Measured, b: Option<&Measured>) {
              goals are for runs without --muted.",
             share(a),
             share(b),
-            core(a),
-            core(b),
-            core(a) / core(b).max(1e-9)
+            a.core_percent(),
+            b.core_percent(),
+            a.core_percent() / b.core_percent().max(1e-9)
         ),
         None => println!(
             "muted microphones: hpb forwarded {:.1} % of their audio packets, at {:.2} % of a core",
             share(a),
-            core(a)
+            a.core_percent()
         ),
     }
 }

@@ -206,9 +206,7 @@ impl Net {
                 frame.extend_from_slice(&len.to_be_bytes());
                 frame.extend_from_slice(&t.contents);
                 if let Err(e) = conn.tx.try_send(frame) {
-                    let (mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f)) =
-                        e;
-                    self.pool.put_back(f);
+                    self.pool.put_back(e.into_inner());
                     return Err(io::Error::from(io::ErrorKind::WouldBlock));
                 }
                 Ok(t.contents.len())

@@ -356,12 +356,10 @@ impl Worker {
                 },
                 Some(m) = tcp_in.recv() => self.on_tcp(m, net),
                 Some(r) = relay.inbox.recv() => {
-                    self.on_relayed(&r, net);
-                    relay.inbox.recycle(r);
+                    self.on_relayed(r, &relay.inbox, net);
                     for _ in 0..RELAYED_PER_WAKE {
                         let Some(r) = relay.inbox.try_recv() else { break };
-                        self.on_relayed(&r, net);
-                        relay.inbox.recycle(r);
+                        self.on_relayed(r, &relay.inbox, net);
                     }
                     self.drive_touched(net);
                 }
@@ -459,10 +457,16 @@ impl Worker {
     // ---- network input -------------------------------------------------------------
 
     /// A datagram the TURN server of this process relayed to us: a UDP datagram from the
-    /// relayed address, as far as str0m is concerned.
-    fn on_relayed(&mut self, r: &crate::relay_link::Relayed, net: &Net) {
+    /// relayed address, as far as str0m is concerned. Its buffer goes back to `inbox`.
+    fn on_relayed(
+        &mut self,
+        r: crate::relay_link::Relayed,
+        inbox: &crate::relay_link::RelayReceiver,
+        net: &Net,
+    ) {
         inc(&self.metrics.turn_rx_packets, 1);
         self.on_datagram(&r.data, r.from, net);
+        inbox.recycle(r);
     }
 
     fn on_datagram(&mut self, data: &[u8], source: SocketAddr, net: &Net) {
