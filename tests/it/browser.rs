@@ -144,8 +144,12 @@ struct CallOptions {
     /// The driver also measures the frame rate at temporal layer 0 and 2.
     temporal: bool,
     /// Instead of the layer switches, the driver mutes the publisher's microphone for a
-    /// while; hpb runs with `[sfu] thin_silent_audio`.
+    /// while.
     mute: bool,
+    /// hpb runs with `[sfu] thin_silent_audio`.
+    thin: bool,
+    /// hpb runs with `[sfu] opus_dtx`.
+    dtx: bool,
 }
 
 impl CallOptions {
@@ -176,6 +180,8 @@ async fn call_with(o: CallOptions) -> Value {
         ice_tcp,
         temporal,
         mute,
+        thin,
+        dtx,
     } = o;
     let nc = FakeNextcloud::start().await;
     nc.add_public_room("call");
@@ -185,8 +191,11 @@ async fn call_with(o: CallOptions) -> Value {
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut extra = String::from("[sfu]\nlisten = \"127.0.0.1:0\"\n");
-    if mute {
+    if thin {
         extra.push_str("thin_silent_audio = true\n");
+    }
+    if dtx {
+        extra.push_str("opus_dtx = true\n");
     }
     if ice_tcp {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
@@ -526,6 +535,7 @@ async fn exclusive_chromium_muted_microphone_is_thinned() {
     }
     let r = call_with(CallOptions {
         mute: true,
+        thin: true,
         ..CallOptions::rid()
     })
     .await;
@@ -547,6 +557,50 @@ async fn exclusive_chromium_muted_microphone_is_thinned() {
         )
         .is_some_and(|n| n > 0),
         "counted: {}",
+        r["sfuMetrics"]
+    );
+}
+
+/// With `[sfu] opus_dtx` the SFU's answer asks the publisher for Opus DTX, and Chromium,
+/// muted as Talk mutes it, then sends its silence as DTX does: a few packets per 2 s
+/// instead of a hundred. Nothing is thinned at the SFU (that option is off): the
+/// publisher itself sends less, and the viewer gets what it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_chromium_muted_microphone_sends_dtx_when_asked() {
+    let name = "exclusive_chromium_muted_microphone_sends_dtx_when_asked";
+    if let Place::Done = place(&format!("browser::{name}")).await {
+        return;
+    }
+    let r = call_with(CallOptions {
+        mute: true,
+        dtx: true,
+        ..CallOptions::rid()
+    })
+    .await;
+    let m = &r["mute"];
+    let sent = (
+        num(&m["sentOn"]),
+        num(&m["sentMuted"]),
+        num(&m["sentOnAgain"]),
+    );
+    let got = (num(&m["on"]), num(&m["muted"]), num(&m["onAgain"]));
+    eprintln!("audio packets per 2 s, sent {sent:?} and received {got:?} (on, muted, on again)");
+    assert!(
+        sent.0 >= 50 && sent.2 >= 50 && got.0 >= 50 && got.2 >= 50,
+        "audio flows with the microphone on: {r:#}"
+    );
+    assert!(
+        sent.1 * 4 <= sent.0,
+        "the muted publisher sends its silence as DTX: {r:#}"
+    );
+    assert!(got.1 * 4 <= got.0, "and the viewer gets only that: {r:#}");
+    assert_eq!(
+        crate::sfu::metric(
+            r["sfuMetrics"].as_str().unwrap_or_default(),
+            "hpb_sfu_silent_audio_thinned_total"
+        ),
+        Some(0),
+        "the SFU thinned nothing: {}",
         r["sfuMetrics"]
     );
 }

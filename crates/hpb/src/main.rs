@@ -107,6 +107,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
                 tcp_listen: cfg.tcp_listen,
                 public_tcp: public_addr,
                 thin_silent_audio: cfg.thin_silent_audio,
+                opus_dtx: cfg.opus_dtx,
                 ..hpb_sfu::SfuConfig::default()
             };
             let (sfu, events) = hpb_sfu::Sfu::start(sfu_cfg).await.context(

@@ -41,7 +41,9 @@
 //!   `hpb_sfu_subscriber_estimated_bitrate_bps_sum` show it.
 //! - Silent audio: with [`SfuConfig::thin_silent_audio`], a publisher's digitally silent
 //!   audio (a muted microphone) goes to subscribers once per 400 ms instead of in full
-//!   (`hpb_sfu_silent_audio_thinned_total`); off by default, as in Janus.
+//!   (`hpb_sfu_silent_audio_thinned_total`); off by default, as in Janus. With
+//!   [`SfuConfig::opus_dtx`] publishers are asked for Opus DTX (`usedtx=1` in the answer),
+//!   so that browsers do not send most of that silence in the first place.
 //! - Client SDP without usable `a=ice-ufrag`, `a=ice-pwd` or `a=fingerprint` (sha-256) is
 //!   refused with `invalid_sdp` naming the attribute; a refused subscriber answer leaves the
 //!   offer outstanding, so a corrected answer still works.
@@ -113,6 +115,10 @@ pub struct SfuConfig {
     /// instead of every packet, as Opus DTX would send it (see `silence.rs`). Off by
     /// default, as Janus forwards all of it.
     pub thin_silent_audio: bool,
+    /// Answer publishers with `usedtx=1` for Opus, so that browsers send silence as Opus
+    /// DTX does (one packet per 400 ms) instead of 50 packets a second (see `silence.rs`).
+    /// Off by default, as in Janus (its `opus_dtx` room option).
+    pub opus_dtx: bool,
 }
 
 impl Default for SfuConfig {
@@ -128,6 +134,7 @@ impl Default for SfuConfig {
             ice_timeout: Duration::from_secs(30),
             keyframe_interval: Duration::from_millis(500),
             thin_silent_audio: false,
+            opus_dtx: false,
         }
     }
 }

@@ -6,8 +6,16 @@
 //! [`KEEP_EVERY`], the rate Opus DTX sends silence at. Speech always passes, and so does
 //! the first silent packet after it. Subscribers get their own sequence numbers from str0m,
 //! so they see no gap, only the timestamp step that DTX makes too.
+//!
+//! The other lever is at the source (`SfuConfig::opus_dtx`, `[sfu] opus_dtx`): the answer
+//! to a publisher says `usedtx=1` for Opus (RFC 7587 §6.1: the receiver prefers DTX), and
+//! browsers then send silence as Opus DTX does, one packet per 400 ms, so that neither the
+//! publisher's uplink nor the SFU carries the rest. Janus has this as its `opus_dtx` room
+//! option.
 
 use std::time::{Duration, Instant};
+
+use str0m::format::{Codec, PayloadParams};
 
 /// The audio level of digital silence (RFC 6464 level 127, in str0m's negative dBov).
 pub(crate) const SILENCE_DBOV: i8 = -127;
@@ -40,9 +48,69 @@ impl SilenceThinner {
     }
 }
 
+/// `params` with Opus asking for DTX (`usedtx=1` in the SDP made from them); the rest as
+/// it was.
+pub(crate) fn with_opus_dtx(params: &[PayloadParams]) -> Vec<PayloadParams> {
+    params
+        .iter()
+        .map(|p| {
+            let mut spec = p.spec();
+            if spec.codec != Codec::Opus {
+                return *p;
+            }
+            spec.format.use_dtx = Some(true);
+            let mut q = PayloadParams::new(p.pt(), p.resend(), spec);
+            q.set_fb_transport_cc(p.fb_transport_cc());
+            q.set_fb_nack(p.fb_nack());
+            q.set_fb_pli(p.fb_pli());
+            q.set_fb_fir(p.fb_fir());
+            q.set_fb_remb(p.fb_remb());
+            q
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use str0m::format::CodecConfig;
+
+    #[test]
+    fn opus_dtx_changes_only_opus_and_keeps_its_feedback() {
+        let before = CodecConfig::new_with_defaults().params().to_vec();
+        let after = with_opus_dtx(&before);
+        assert_eq!(before.len(), after.len());
+        let mut opus = 0;
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!((b.pt(), b.resend()), (a.pt(), a.resend()));
+            assert_eq!(
+                (
+                    b.fb_transport_cc(),
+                    b.fb_nack(),
+                    b.fb_pli(),
+                    b.fb_fir(),
+                    b.fb_remb()
+                ),
+                (
+                    a.fb_transport_cc(),
+                    a.fb_nack(),
+                    a.fb_pli(),
+                    a.fb_fir(),
+                    a.fb_remb()
+                )
+            );
+            if b.spec().codec == Codec::Opus {
+                opus += 1;
+                assert_eq!(a.spec().format.use_dtx, Some(true));
+                let mut without = a.spec();
+                without.format.use_dtx = b.spec().format.use_dtx;
+                assert_eq!(without, b.spec(), "nothing else of Opus changes");
+            } else {
+                assert_eq!(a.spec(), b.spec());
+            }
+        }
+        assert_eq!(opus, 1);
+    }
 
     /// Which of `n` packets 20 ms apart with `level` pass, starting at `t0 + from`.
     fn passed(

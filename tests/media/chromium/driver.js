@@ -11,8 +11,8 @@
 //            the first state is observed),
 //            iceTcp (use only the SFU's TCP candidates), temporal (measure the frame rate
 //            at temporal layer 0 and 2 after the layer switches), mute (instead of the
-//            layer switches: audio packets the subscriber gets with the publisher's
-//            microphone on, muted, and on again),
+//            layer switches: audio packets the subscriber gets and the publisher sends
+//            with the publisher's microphone on, muted, and on again),
 //            publisher: {user, ticket}, subscriber: {user, ticket}}
 //
 // Protocol on stdout: {"ready": {"publisher": ID, "subscriber": ID}} once both pages have
@@ -144,25 +144,40 @@ async function temporalStep(sub) {
   return { base, all };
 }
 
-// Audio packets the subscriber receives per 2 s with the publisher's microphone on, then
-// muted as Talk mutes it, then on again (each after a second to settle).
+// Audio packets the subscriber receives (on, muted, onAgain) and the publisher sends
+// (sentOn, ...) per 2 s with the publisher's microphone on, then muted as Talk mutes it,
+// then on again (each after a second to settle).
 async function muteStep(pub, sub) {
-  const received = async () => {
-    const s = await sub.evaluate(() => window.talk.stats());
-    return s.audio ? s.audio.packetsReceived : 0;
+  const counts = async () => {
+    const [p, s] = await Promise.all([
+      pub.evaluate(() => window.talk.stats()),
+      sub.evaluate(() => window.talk.stats()),
+    ]);
+    return {
+      sent: p.audioOut ? p.audioOut.packetsSent : 0,
+      received: s.audio ? s.audio.packetsReceived : 0,
+    };
   };
   const over2s = async () => {
     await sleep(1000);
-    const a = await received();
+    const a = await counts();
     await sleep(2000);
-    return (await received()) - a;
+    const b = await counts();
+    return { sent: b.sent - a.sent, received: b.received - a.received };
   };
   const on = await over2s();
   await pub.evaluate(() => window.talk.muteAudio(true));
   const muted = await over2s();
   await pub.evaluate(() => window.talk.muteAudio(false));
   const onAgain = await over2s();
-  return { on, muted, onAgain };
+  return {
+    on: on.received,
+    muted: muted.received,
+    onAgain: onAgain.received,
+    sentOn: on.sent,
+    sentMuted: muted.sent,
+    sentOnAgain: onAgain.sent,
+  };
 }
 
 async function main() {

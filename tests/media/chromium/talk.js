@@ -448,6 +448,8 @@ class Call {
         };
       } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
         out.audio = { packetsReceived: s.packetsReceived || 0, totalSamplesReceived: s.totalSamplesReceived || 0 };
+      } else if (s.type === 'outbound-rtp' && s.kind === 'audio') {
+        out.audioOut = { packetsSent: s.packetsSent || 0 };
       } else if (s.type === 'outbound-rtp' && s.kind === 'video') {
         out.outbound.push({
           rid: s.rid || null,

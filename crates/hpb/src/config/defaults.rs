@@ -69,6 +69,7 @@ pub fn defaults_layer() -> LayerBuilder {
     set(&["mcu", "maxstreambitrate"], uint(d.mcu_max_stream_bitrate));
     set(&["mcu", "maxscreenbitrate"], uint(d.mcu_max_screen_bitrate));
     set(&["sfu", "thin_silent_audio"], boolean(false));
+    set(&["sfu", "opus_dtx"], boolean(false));
     set(&["turn", "servers"], list(Vec::<String>::new()));
     // The built-in TURN server (on when a TURN secret is set); defaults as coturn's.
     set(&["turn", "port"], uint(3478));

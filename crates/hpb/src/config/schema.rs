@@ -137,6 +137,7 @@ pub const SECTIONS: &[SectionDef] = &[
             k("external_ip_v6", Kind::Text),
             k("tcp_listen", Kind::Text),
             k("thin_silent_audio", Kind::Bool),
+            k("opus_dtx", Kind::Bool),
         ],
     },
     SectionDef {

@@ -2,7 +2,8 @@
 //! address) is set; `listen_v6` adds an IPv6 media socket, `tcp_listen` an ICE-TCP
 //! listener of its own (the shared `[https]` port carries ICE-TCP too), and
 //! `external_ip`/`external_ip_v6` are the addresses put into ICE candidates behind a 1:1 NAT;
-//! `thin_silent_audio` forwards muted microphones' audio once per 400 ms instead of in full.
+//! `thin_silent_audio` forwards muted microphones' audio once per 400 ms instead of in full,
+//! and `opus_dtx` asks publishers' browsers to send silence as Opus DTX.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -18,6 +19,7 @@ pub struct SfuSettings {
     pub external_ip_v6: Option<IpAddr>,
     pub tcp_listen: Option<SocketAddr>,
     pub thin_silent_audio: bool,
+    pub opus_dtx: bool,
 }
 
 /// `None` when the SFU is off.
@@ -45,6 +47,7 @@ pub fn resolve(r: &Reader<'_>) -> Result<Option<SfuSettings>> {
         external_ip_v6: ip(r, "external_ip_v6")?,
         tcp_listen: address(r, "tcp_listen", "a TCP address like 0.0.0.0:3479")?,
         thin_silent_audio: r.boolean("sfu", "thin_silent_audio", false)?,
+        opus_dtx: r.boolean("sfu", "opus_dtx", false)?,
     }))
 }
 

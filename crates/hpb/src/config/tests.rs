@@ -684,17 +684,23 @@ fn sfu_transports() {
     assert_eq!(s.external_ip_v6, Some("2001:db8::4".parse().expect("ip")));
     assert_eq!(s.tcp_listen, Some("0.0.0.0:3479".parse().expect("addr")));
     assert!(!s.thin_silent_audio, "off unless asked for");
+    assert!(!s.opus_dtx, "off unless asked for");
     let l = toml(
-        &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nthin_silent_audio = true\n"),
+        &format!(
+            "{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nthin_silent_audio = true\nopus_dtx = true\n"
+        ),
         &[],
     )
     .expect("loads");
-    assert!(l.sfu.expect("the SFU is on").thin_silent_audio);
-    let e = err(toml(
-        &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nthin_silent_audio = \"sometimes\"\n"),
-        &[],
-    ));
-    assert!(e.contains("thin_silent_audio"), "{e}");
+    let s = l.sfu.expect("the SFU is on");
+    assert!(s.thin_silent_audio && s.opus_dtx);
+    for key in ["thin_silent_audio", "opus_dtx"] {
+        let e = err(toml(
+            &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\n{key} = \"sometimes\"\n"),
+            &[],
+        ));
+        assert!(e.contains(key) && e.contains("sometimes"), "{e}");
+    }
     let e = err(toml(
         &format!("{base}[sfu]\nlisten = \"0.0.0.0:3479\"\nlisten_v6 = \"0.0.0.0:3480\"\n"),
         &[],

@@ -99,7 +99,8 @@ impl Worker {
     }
 
     /// A str0m instance with our ICE credentials and certificate; `codecs` for a
-    /// subscriber (the publisher's, with REMB feedback instead of transport-cc). Towards
+    /// subscriber (the publisher's, with REMB feedback instead of transport-cc), str0m's
+    /// defaults for a publisher (with `opus_dtx`, Opus asking for DTX). Towards
     /// subscribers the client estimates its link itself and reports it with REMB, which the
     /// layer choice follows: send-side estimation (TWCC) would bring str0m's pacer, which
     /// spreads every frame over most of a frame interval (10-60 ms more video latency in
@@ -119,6 +120,10 @@ impl Worker {
                 ufrag: ufrag.clone(),
                 pass: random_string(24),
             });
+        if codecs.is_none() && self.cfg.opus_dtx {
+            let params = crate::silence::with_opus_dtx(cfg.codec_config().params());
+            *cfg.codec_config() = CodecConfig::new_from_payload_params(params);
+        }
         if let Some(c) = codecs {
             *cfg.codec_config() = c;
             // Chrome's map without transport-wide-cc (3): no TWCC feedback, REMB instead.

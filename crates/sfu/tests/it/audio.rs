@@ -1,7 +1,8 @@
-//! Silent-audio thinning (`SfuConfig::thin_silent_audio`): what of a muted publisher's
-//! audio reaches a subscriber, with the option and without it.
+//! Silent audio: thinning (`SfuConfig::thin_silent_audio`), what of a muted publisher's
+//! audio reaches a subscriber with the option and without it; and Opus DTX asked of
+//! publishers (`SfuConfig::opus_dtx`).
 
-use hpb_sfu::{Sfu, SfuConfig};
+use hpb_sfu::{McuCommand, McuReply, Sfu, SfuConfig, StreamType};
 use str0m::media::MediaKind;
 
 use crate::client::ClientEvent;
@@ -90,4 +91,75 @@ async fn by_default_silence_is_forwarded_in_full_as_janus_does() {
     let (sfu, _publisher, mut viewer) = muted_publisher_and_viewer(false).await;
     expect_every_frame(&mut viewer, Duration::from_secs(1), "silence").await;
     assert_eq!(metric(&sfu, "hpb_sfu_silent_audio_thinned_total"), 0);
+}
+
+/// The `a=fmtp` parameters of Opus in `sdp`.
+fn opus_fmtp(sdp: &str) -> String {
+    let pt = sdp
+        .lines()
+        .find_map(|l| {
+            let (pt, codec) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            codec
+                .to_ascii_lowercase()
+                .starts_with("opus/")
+                .then(|| pt.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no Opus in {sdp}"));
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(&format!("a=fmtp:{pt} ")))
+        .unwrap_or_else(|| panic!("no fmtp for Opus ({pt}) in {sdp}"))
+        .to_owned()
+}
+
+/// The SFU's answer to a publisher's offer, with `opus_dtx` or without, and the publisher
+/// with that answer applied.
+async fn publish_with_dtx(opus_dtx: bool) -> (Sfu, Client, String) {
+    init_log();
+    let (sfu, _events) = Sfu::start(SfuConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        opus_dtx,
+        ..SfuConfig::default()
+    })
+    .await
+    .expect("the SFU starts");
+    let (pending, offer) = crate::client::publisher_offer(true, true, true).await;
+    assert!(
+        !opus_fmtp(&offer).contains("usedtx"),
+        "the client does not ask: {offer}"
+    );
+    let reply = sfu
+        .request(McuCommand::Publish {
+            session: "alice".into(),
+            stream: StreamType::Video,
+            sid: "1700000000".into(),
+            sdp: offer,
+            max_bitrate: 1_000_000,
+        })
+        .await;
+    let McuReply::Answer { sdp } = reply else {
+        panic!("publish failed: {reply:?}");
+    };
+    let publisher = pending.accept_answer(&sdp);
+    (sfu, publisher, sdp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_opus_dtx_the_answer_asks_the_publisher_for_dtx_and_the_call_works() {
+    let (sfu, _publisher, answer) = publish_with_dtx(true).await;
+    let fmtp = opus_fmtp(&answer);
+    assert!(fmtp.contains("usedtx=1"), "DTX asked for: {fmtp}");
+    assert!(
+        fmtp.contains("useinbandfec=1") && fmtp.contains("minptime=10"),
+        "the rest of Opus' parameters stay: {fmtp}"
+    );
+    let (mut viewer, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_media(&mut viewer).await;
+    expect_every_frame(&mut viewer, Duration::from_secs(1), "audio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_the_answer_does_not_ask_for_dtx() {
+    let (_sfu, _publisher, answer) = publish_with_dtx(false).await;
+    let fmtp = opus_fmtp(&answer);
+    assert!(!fmtp.contains("usedtx"), "no DTX asked for: {fmtp}");
 }
