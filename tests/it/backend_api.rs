@@ -13,7 +13,7 @@ use crate::http_endpoints::{HttpReply, TALK_REQUIRED, http_raw};
 
 /// Everything about one backend request, defaulting to a correct one from `nc`.
 #[derive(Clone, Debug)]
-struct Post {
+pub(crate) struct Post {
     body: String,
     secret: String,
     /// `Spreed-Signaling-Backend`; `None` leaves the header out.
@@ -32,7 +32,7 @@ struct Post {
 }
 
 impl Post {
-    fn new(nc: &FakeNextcloud, body: Value) -> Post {
+    pub(crate) fn new(nc: &FakeNextcloud, body: Value) -> Post {
         Post {
             body: body.to_string(),
             secret: nc.secret(),
@@ -57,7 +57,7 @@ impl Post {
         self
     }
 
-    async fn send(&self, addr: SocketAddr, room: &str) -> HttpReply {
+    pub(crate) async fn send(&self, addr: SocketAddr, room: &str) -> HttpReply {
         let random = self.random.clone().unwrap_or_else(|| random_string(64));
         let checksum = self
             .checksum

@@ -8,6 +8,7 @@ mod backends;
 mod browser;
 mod config_file;
 mod deploy;
+mod dialout;
 mod events;
 mod federation;
 mod hello;

@@ -172,8 +172,31 @@ pub enum InternalMessage {
     InCall {
         incall: i64,
     },
-    /// Other internal types (e.g. dial-out replies); ignored.
+    /// A SIP bridge's dial-out reply or call status (reference §1.12).
+    Dialout(Dialout),
+    /// Other internal types; ignored.
     Other(String),
+}
+
+/// `internal.dialout` from a SIP bridge: `type` `status` (with `status`), `error` (with
+/// `error`) or another type, passed on to the room as it came.
+#[derive(Debug)]
+pub struct Dialout {
+    pub kind: String,
+    /// The room the call is for (stripped before anything goes to the room).
+    pub roomid: String,
+    /// The call's status object (`callid`, `status`, `cause`, `code`, `message`).
+    pub status: Option<DialoutStatus>,
+    /// The `dialout` object without `roomid`.
+    pub rest: Box<RawValue>,
+}
+
+/// The fields of a dial-out status that the server looks at; `raw` is all of it.
+#[derive(Debug)]
+pub struct DialoutStatus {
+    pub callid: String,
+    pub status: String,
+    pub raw: Box<RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,6 +330,16 @@ struct RawInternal<'a> {
     removesession: Option<&'a RawValue>,
     #[serde(default, borrow)]
     incall: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    dialout: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawDialoutStatus {
+    #[serde(default)]
+    callid: String,
+    #[serde(default)]
+    status: String,
 }
 
 #[derive(Deserialize)]
@@ -635,7 +668,68 @@ fn parse_internal(id: &Option<String>, raw: &RawValue) -> Result<InternalMessage
             let c: RawInCall = body(id, "incall", need(id, m.incall, "incall")?)?;
             InternalMessage::InCall { incall: c.incall }
         }
+        "dialout" => InternalMessage::Dialout(parse_dialout(id, need(id, m.dialout, "dialout")?)?),
         other => InternalMessage::Other(other.to_string()),
+    })
+}
+
+fn parse_dialout(id: &Option<String>, raw: &RawValue) -> Result<Dialout, ParseError> {
+    let invalid = |msg: String| ParseError::new(id, ErrorCode::InvalidFormat, msg);
+    let mut fields: serde_json::Map<String, serde_json::Value> = body(id, "dialout", raw)?;
+    let kind = match fields.get("type") {
+        Some(serde_json::Value::String(k)) if !k.is_empty() => k.clone(),
+        _ => {
+            return Err(invalid(
+                "internal dialout needs a \"type\" (status or error)".into(),
+            ));
+        }
+    };
+    let roomid = match fields.remove("roomid") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(r)) => r,
+        Some(other) => {
+            return Err(invalid(format!(
+                "dialout \"roomid\" must be a string, not {other}"
+            )));
+        }
+    };
+    let need_object = |k: &str| match fields.get(k) {
+        Some(v @ serde_json::Value::Object(_)) => Ok(v),
+        _ => Err(invalid(format!(
+            "internal dialout of type \"{k}\" needs a \"{k}\" object"
+        ))),
+    };
+    let status = match kind.as_str() {
+        "status" => {
+            let v = need_object("status")?;
+            let s: RawDialoutStatus = serde_json::from_value(v.clone())
+                .map_err(|e| invalid(format!("dialout \"status\" is malformed: {e}")))?;
+            if s.callid.is_empty() || s.status.is_empty() {
+                return Err(invalid(
+                    "dialout \"status\" needs a \"callid\" and a \"status\"".into(),
+                ));
+            }
+            let raw = serde_json::value::to_raw_value(v)
+                .map_err(|e| invalid(format!("dialout \"status\": {e}")))?;
+            Some(DialoutStatus {
+                callid: s.callid,
+                status: s.status,
+                raw,
+            })
+        }
+        "error" => {
+            need_object("error")?;
+            None
+        }
+        _ => None,
+    };
+    let rest =
+        serde_json::value::to_raw_value(&fields).map_err(|e| invalid(format!("dialout: {e}")))?;
+    Ok(Dialout {
+        kind,
+        roomid,
+        status,
+        rest,
     })
 }
 

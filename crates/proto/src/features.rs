@@ -5,6 +5,7 @@
 pub const CLIENT_FEATURES: &[&str] = &[
     "audio-video-permissions",
     "chat-relay",
+    "dialout",
     "federation",
     "hello-v2",
     "incall-all",
@@ -20,6 +21,7 @@ pub const CLIENT_FEATURES: &[&str] = &[
 /// Features for internal clients: `virtual-sessions` instead of `audio-video-permissions`.
 pub const INTERNAL_FEATURES: &[&str] = &[
     "chat-relay",
+    "dialout",
     "federation",
     "hello-v2",
     "incall-all",

@@ -134,10 +134,10 @@ pub async fn room_request(
     };
     tracing::debug!(room = %room_id, backend = %backend.id, kind = request.kind(), "backend request");
     match hub.process_room_request(&backend, &room_id, request).await {
-        Ok(()) => (
+        Ok(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            "{}",
+            body.unwrap_or_else(|| "{}".to_owned()),
         )
             .into_response(),
         Err((status, body)) => (
@@ -214,13 +214,13 @@ impl Hub {
             .cloned()
     }
 
-    /// Apply one request from Nextcloud.
+    /// Apply one request from Nextcloud; `Some` is a reply body other than `{}`.
     pub async fn process_room_request(
         self: &Arc<Self>,
         backend: &Arc<Backend>,
         room_id: &str,
         req: RoomRequest,
-    ) -> Result<(), (StatusCode, String)> {
+    ) -> Result<Option<String>, (StatusCode, String)> {
         let room = self.room(&backend.id, room_id);
         match req {
             RoomRequest::Invite(i) => {
@@ -340,39 +340,35 @@ impl Hub {
             RoomRequest::Dialout(raw) => {
                 let d: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
                 let number = d.get("number").and_then(Value::as_str).unwrap_or_default();
-                let (status, code, message) = if number.is_empty() {
-                    (
-                        StatusCode::BAD_REQUEST,
+                let refused = if number.is_empty() {
+                    Some((
                         "number_missing",
                         "No number provided: dialout.number must be an E.164 number like +4930123456".to_string(),
-                    )
+                    ))
                 } else if !is_e164(number) {
-                    (
-                        StatusCode::BAD_REQUEST,
+                    Some((
                         "invalid_number",
                         format!("Expected an E.164 number like +4930123456, got {number:?}"),
-                    )
+                    ))
                 } else if room_id.is_empty() || !room_id.bytes().all(|b| b.is_ascii_digit()) {
-                    (
-                        StatusCode::BAD_REQUEST,
+                    Some((
                         "invalid_roomid",
                         format!("The room id must be numeric for a dial-out, got {room_id:?}"),
-                    )
+                    ))
                 } else {
-                    (
-                        StatusCode::NOT_FOUND,
-                        "no_client_available",
-                        "hpb has no SIP bridge (internal client with the start-dialout feature) connected for this backend".to_string(),
-                    )
+                    None
                 };
-                let body = json!({"type": "dialout", "dialout": {"error": {
-                    "code": code,
-                    "message": message
-                }}});
-                return Err((status, body.to_string()));
+                if let Some((code, message)) = refused {
+                    let body = json!({"type": "dialout", "dialout": {"error": {
+                        "code": code,
+                        "message": message
+                    }}});
+                    return Err((StatusCode::BAD_REQUEST, body.to_string()));
+                }
+                return self.start_dialout(backend, room_id, &raw).await.map(Some);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn update_properties(

@@ -104,6 +104,10 @@ pub async fn serverinfo(
         sfu["mode"] = json!("builtin");
         body["sfu"] = sfu;
     }
+    let dialout = hub.dialout_info();
+    if !dialout.is_empty() {
+        body["dialout"] = json!(dialout);
+    }
     Json(body).into_response()
 }
 

@@ -114,6 +114,8 @@ pub struct Hub {
     pub(crate) rooms: Mutex<HashMap<RoomKey, Arc<Room>>>,
     /// Virtual sessions by (owner public id, id chosen by the internal client).
     pub(crate) virtuals: Mutex<HashMap<VirtualKey, Arc<Session>>>,
+    /// SIP bridges and the dial-outs waiting for them.
+    pub(crate) dialout: crate::dialout::Dialouts,
     /// The media plane, when one is plugged in (`Signaling::start_with_mcu`).
     pub media: Option<Arc<crate::media::Media>>,
     /// Set by `close_all`: connections (also those without a session yet) close themselves.
@@ -164,6 +166,7 @@ impl Hub {
             room_sessions: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             virtuals: Mutex::new(HashMap::new()),
+            dialout: crate::dialout::Dialouts::default(),
             media: None,
             shutdown: tokio::sync::watch::Sender::new(false),
         }
@@ -309,6 +312,7 @@ impl Hub {
             }
             st.closed = true;
         }
+        self.dialout_closed(s);
         if reason == CloseReason::SlowClient {
             self.counters
                 .slow_client_disconnects

@@ -83,6 +83,7 @@ impl Hub {
                     self.publish_users_with_internal(&room);
                 }
             }
+            InternalMessage::Dialout(d) => self.on_dialout(s, id, d),
             InternalMessage::Other(kind) => {
                 tracing::debug!(session = %s.public_id, kind, "internal message type ignored");
             }

@@ -6,6 +6,7 @@ pub mod backend_api;
 pub mod backends;
 pub mod client_ip;
 pub mod config;
+pub mod dialout;
 pub mod federation;
 pub mod hello;
 pub mod http_api;

@@ -250,6 +250,7 @@ impl Hub {
             }
         }
         let room = self.get_or_create_room(&s.backend, &req.roomid);
+        self.dialout_forget(s);
         {
             let mut st = s.state.lock();
             st.room = Some(room.clone());

@@ -96,30 +96,41 @@ impl Hub {
             TransientMessage::Set { key, value, ttl_ns } => {
                 let expires =
                     (ttl_ns > 0).then(|| Instant::now() + Duration::from_nanos(ttl_ns as u64));
-                let value: Arc<RawValue> = Arc::from(value);
-                let frame = {
-                    let mut st = room.state.lock();
-                    let old = st.transient.get(&key).map(|e| e.value.clone());
-                    if old.as_ref().is_some_and(|o| o.get() == value.get()) {
-                        if let Some(e) = st.transient.get_mut(&key) {
-                            e.expires = expires;
-                        }
-                        return;
-                    }
-                    st.transient.insert(
-                        key.clone(),
-                        TransientEntry {
-                            value: value.clone(),
-                            expires,
-                        },
-                    );
-                    set_frame(&key, &value, old.as_deref())
-                };
-                self.deliver_room(&room, &frame, None, |_| true);
+                self.set_transient(&room, key, Arc::from(value), expires);
             }
             TransientMessage::Remove { key } => self.remove_transient(&room, &key),
             TransientMessage::Other(_) => {}
         }
+    }
+
+    /// Set `key` in `room` and tell its members; the same value again only refreshes its
+    /// expiry (`None`: it stays until removed or the room ends).
+    pub(crate) fn set_transient(
+        self: &Arc<Self>,
+        room: &Room,
+        key: String,
+        value: Arc<RawValue>,
+        expires: Option<Instant>,
+    ) {
+        let frame = {
+            let mut st = room.state.lock();
+            let old = st.transient.get(&key).map(|e| e.value.clone());
+            if old.as_ref().is_some_and(|o| o.get() == value.get()) {
+                if let Some(e) = st.transient.get_mut(&key) {
+                    e.expires = expires;
+                }
+                return;
+            }
+            st.transient.insert(
+                key.clone(),
+                TransientEntry {
+                    value: value.clone(),
+                    expires,
+                },
+            );
+            set_frame(&key, &value, old.as_deref())
+        };
+        self.deliver_room(room, &frame, None, |_| true);
     }
 
     fn remove_transient(self: &Arc<Self>, room: &Room, key: &str) {
