@@ -22,8 +22,10 @@ async fn start() -> (FakeNextcloud, Hpb) {
     (nc, hpb)
 }
 
+const BRIDGE_AGENT: &str = "nextcloud-talk-sipbridge/1.2.3 (test)";
+
 async fn bridge(hpb: &Hpb, nc: &FakeNextcloud) -> TestClient {
-    let mut c = TestClient::connect(hpb.addr()).await;
+    let mut c = TestClient::connect_with_headers(hpb.addr(), &[("User-Agent", BRIDGE_AGENT)]).await;
     c.set_hello_features(&["start-dialout"]);
     c.hello_internal(&nc.backend_url(), INTERNAL_SECRET).await;
     c
@@ -234,6 +236,9 @@ async fn only_connected_bridges_in_no_room_take_dialouts_and_serverinfo_lists_th
     assert_eq!(listed[0]["sessionid"], bridge.sessionid(), "{info}");
     assert_eq!(listed[0]["connected"], true, "{info}");
     assert_eq!(listed[0]["features"], json!(["start-dialout"]), "{info}");
+    assert_eq!(listed[0]["address"], "127.0.0.1", "{info}");
+    assert_eq!(listed[0]["useragent"], BRIDGE_AGENT, "{info}");
+    assert_eq!(listed[0]["version"], "1.2.3", "{info}");
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! requests, tried one after another until one accepts; their later call status becomes the
 //! room's transient `callstatus_<callid>` and their other dial-out messages go to the room.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::backends::Backend;
 use crate::hub::Hub;
 use crate::session::{ClientKind, Delivery, Session};
+use crate::ws::Conn;
 
 /// The client feature of a SIP bridge that can place calls.
 pub const CLIENT_START_DIALOUT: &str = "start-dialout";
@@ -35,11 +37,18 @@ type RequestKey = (Arc<str>, String);
 /// The bridges that can take dial-outs and the requests waiting for their answer.
 #[derive(Default)]
 pub struct Dialouts {
-    /// Public ids of internal sessions that said `start-dialout` and have not joined a room
+    /// Internal sessions (by public id) that said `start-dialout` and have not joined a room
     /// since their hello (an internal session in a room cannot dial out, as upstream).
-    ready: Mutex<HashSet<Arc<str>>>,
+    ready: Mutex<HashMap<Arc<str>, Bridge>>,
     /// (bridge session, request id) → the backend request waiting for its answer.
     pending: Mutex<HashMap<RequestKey, oneshot::Sender<Answer>>>,
+}
+
+/// Where a SIP bridge connected from, for serverinfo.
+#[derive(Clone)]
+struct Bridge {
+    address: IpAddr,
+    user_agent: Arc<str>,
 }
 
 fn error(code: &str, message: impl Into<String>) -> Value {
@@ -52,9 +61,16 @@ fn error_body(e: &Value) -> String {
 
 impl Hub {
     /// After hello: a SIP bridge becomes a dial-out candidate.
-    pub(crate) fn dialout_hello(&self, s: &Session) {
+    pub(crate) fn dialout_hello(&self, s: &Session, conn: &Conn) {
         if s.kind == ClientKind::Internal && s.has_feature(CLIENT_START_DIALOUT) {
-            self.dialout.ready.lock().insert(s.public_id.clone());
+            let bridge = Bridge {
+                address: conn.ip,
+                user_agent: conn.user_agent.clone(),
+            };
+            self.dialout
+                .ready
+                .lock()
+                .insert(s.public_id.clone(), bridge);
         }
     }
 
@@ -77,25 +93,46 @@ impl Hub {
         }
     }
 
-    /// The connected bridges of `backend`, sorted by session id.
-    fn dialout_candidates(&self, backend: Option<&Backend>) -> Vec<Arc<Session>> {
-        let ids: Vec<Arc<str>> = self.dialout.ready.lock().iter().cloned().collect();
-        let mut out: Vec<Arc<Session>> = ids
+    /// The bridges of `backend` (all with `None`), sorted by session id.
+    fn dialout_bridges(&self, backend: Option<&Backend>) -> Vec<(Arc<Session>, Bridge)> {
+        let ready: Vec<(Arc<str>, Bridge)> = self
+            .dialout
+            .ready
+            .lock()
             .iter()
-            .filter_map(|id| self.session(id))
-            .filter(|s| backend.is_none_or(|b| b.id == s.backend.id))
+            .map(|(id, b)| (id.clone(), b.clone()))
             .collect();
-        out.sort_by(|a, b| a.public_id.cmp(&b.public_id));
+        let mut out: Vec<(Arc<Session>, Bridge)> = ready
+            .into_iter()
+            .filter_map(|(id, b)| Some((self.session(&id)?, b)))
+            .filter(|(s, _)| backend.is_none_or(|b| b.id == s.backend.id))
+            .collect();
+        out.sort_by(|a, b| a.0.public_id.cmp(&b.0.public_id));
         out
     }
 
-    /// `/api/v1/serverinfo`'s `dialout` list.
+    /// `/api/v1/serverinfo`'s `dialout` list: like upstream, a bridge that is offline
+    /// (waiting for a resume) shows only its id.
     pub fn dialout_info(&self) -> Vec<Value> {
-        self.dialout_candidates(None)
+        self.dialout_bridges(None)
             .iter()
-            .map(|s| {
-                let connected = matches!(*s.delivery.lock(), Delivery::Connected(_));
-                json!({"sessionid": &*s.public_id, "connected": connected, "features": &s.features})
+            .map(|(s, b)| {
+                if !matches!(*s.delivery.lock(), Delivery::Connected(_)) {
+                    return json!({"sessionid": &*s.public_id, "connected": false});
+                }
+                let version = b
+                    .user_agent
+                    .split_once('/')
+                    .map(|(_, v)| v.split(' ').next().unwrap_or_default())
+                    .unwrap_or_default();
+                json!({
+                    "sessionid": &*s.public_id,
+                    "connected": true,
+                    "address": b.address.to_string(),
+                    "useragent": &*b.user_agent,
+                    "version": version,
+                    "features": &s.features,
+                })
             })
             .collect()
     }
@@ -109,8 +146,9 @@ impl Hub {
         request: &RawValue,
     ) -> Result<String, (StatusCode, String)> {
         let candidates: Vec<Arc<Session>> = self
-            .dialout_candidates(Some(backend))
+            .dialout_bridges(Some(backend))
             .into_iter()
+            .map(|(s, _)| s)
             .filter(|s| matches!(*s.delivery.lock(), Delivery::Connected(_)))
             .collect();
         if candidates.is_empty() {

@@ -111,7 +111,7 @@ impl Hub {
             limit: self.cfg.limits.max_queued_messages,
         }));
         self.register(&session);
-        self.dialout_hello(&session);
+        self.dialout_hello(&session, conn);
         conn.reply(self.hello_reply(id, &session, hello.version));
         tracing::debug!(session = %session.public_id, backend = %session.backend.id, kind = session.kind.as_str(), "hello");
         Some(session)

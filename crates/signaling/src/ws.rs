@@ -35,6 +35,8 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 pub struct Conn {
     pub outbox: Arc<Outbox>,
     pub ip: IpAddr,
+    /// The client's `User-Agent` (empty without one).
+    pub user_agent: Arc<str>,
 }
 
 impl Conn {
@@ -111,6 +113,11 @@ pub async fn upgrade(
         )
             .into_response();
     }
+    let user_agent: Arc<str> = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .into();
     let max = hub.cfg.limits.max_message_size;
     // Small per-connection buffers: tungstenite's defaults (128 KiB each way) would cost a
     // quarter of a megabyte per idle client; messages are small and writes are batched.
@@ -118,7 +125,7 @@ pub async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| run(hub, socket, ip))
+        .on_upgrade(move |socket| run(hub, socket, ip, user_agent))
 }
 
 /// A close frame's reason may have at most 123 bytes (RFC 6455 §5.5): longer explanations
@@ -208,7 +215,7 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
+async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr, user_agent: Arc<str>) {
     let _open = OpenConnection::new(&hub);
     let mut shutdown = hub.shutdown_signal();
     let limits = hub.cfg.limits.clone();
@@ -234,6 +241,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, ip: IpAddr) {
     let conn = Conn {
         outbox: outbox.clone(),
         ip,
+        user_agent,
     };
     let mut session: Option<Arc<Session>> = None;
     let mut hello_deadline = tokio::time::Instant::now() + limits.hello_timeout;
