@@ -198,9 +198,13 @@ impl Hub {
         let (tx, rx) = oneshot::channel();
         let key = (bridge.public_id.clone(), id);
         self.dialout.pending.lock().insert(key.clone(), tx);
+        // Removed however this ends, also when Nextcloud gives up on the request.
+        let _pending = Pending {
+            dialouts: &self.dialout,
+            key,
+        };
         self.deliver(bridge, &frame.into());
         let answer = tokio::time::timeout(START_TIMEOUT, rx).await;
-        self.dialout.pending.lock().remove(&key);
         match answer {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => Err(error(
@@ -272,6 +276,18 @@ impl Hub {
                 });
             }
         }
+    }
+}
+
+/// A request's entry in `Dialouts::pending`, removed when the request ends.
+struct Pending<'a> {
+    dialouts: &'a Dialouts,
+    key: RequestKey,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.dialouts.pending.lock().remove(&self.key);
     }
 }
 
