@@ -865,6 +865,50 @@ mod tests {
     }
 
     #[test]
+    fn dialout_status_keeps_everything_but_the_room_id() {
+        let m = parse(
+            r#"{"id":"r1","type":"internal","internal":{"type":"dialout","dialout":{"type":"status","roomid":"12","status":{"callid":"c1","status":"ringing","code":180}}}}"#,
+        )
+        .expect("valid");
+        assert_eq!(m.id.as_deref(), Some("r1"));
+        let ClientBody::Internal(InternalMessage::Dialout(d)) = m.body else {
+            panic!("a dialout: {:?}", m.body);
+        };
+        assert_eq!((d.kind.as_str(), d.roomid.as_str()), ("status", "12"));
+        let st = d.status.expect("a status");
+        assert_eq!((st.callid.as_str(), st.status.as_str()), ("c1", "ringing"));
+        let raw: serde_json::Value = serde_json::from_str(st.raw.get()).expect("json");
+        assert_eq!(raw["code"], 180);
+        let rest: serde_json::Value = serde_json::from_str(d.rest.get()).expect("json");
+        assert!(rest.get("roomid").is_none(), "{rest}");
+        assert_eq!(rest["type"], "status");
+    }
+
+    #[test]
+    fn malformed_dialouts_say_what_is_wrong() {
+        for (dialout, says) in [
+            (r#"{"roomid":"12"}"#, "\"type\""),
+            (r#"{"type":"status","roomid":"12"}"#, "\"status\" object"),
+            (
+                r#"{"type":"status","status":{"callid":"c1"}}"#,
+                "\"callid\" and a \"status\"",
+            ),
+            (r#"{"type":"error"}"#, "\"error\" object"),
+            (r#"{"type":"x","roomid":12}"#, "must be a string"),
+            (r#"[1]"#, "malformed"),
+        ] {
+            let text = format!(
+                r#"{{"type":"internal","internal":{{"type":"dialout","dialout":{dialout}}}}}"#
+            );
+            let e = err(&text);
+            assert_eq!(e.code, ErrorCode::InvalidFormat, "{dialout}");
+            assert!(e.message.contains(says), "{dialout}: {}", e.message);
+        }
+        let e = err(r#"{"type":"internal","internal":{"type":"dialout"}}"#);
+        assert!(e.message.contains("\"dialout\" object"), "{}", e.message);
+    }
+
+    #[test]
     fn transient_null_value_removes() {
         let m = parse(r#"{"type":"transient","transient":{"type":"set","key":"k","value":null}}"#)
             .expect("valid");
