@@ -51,6 +51,8 @@ pub const TALK_REQUIRED: &[&str] = &[
 pub const CLIENT_CHAT_RELAY: &str = "chat-relay";
 /// Client feature: internal client manages its own inCall flags.
 pub const CLIENT_INTERNAL_INCALL: &str = "internal-incall";
+/// Client feature: an internal client (a SIP bridge) that can place dial-out calls.
+pub const CLIENT_START_DIALOUT: &str = "start-dialout";
 
 /// The sorted union of `base` and `extra` (for the welcome frame and MCU features).
 pub fn merged(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {

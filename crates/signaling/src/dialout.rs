@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use hpb_proto::client::Dialout;
+use hpb_proto::features::CLIENT_START_DIALOUT;
 use hpb_proto::server;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -21,8 +22,6 @@ use crate::hub::Hub;
 use crate::session::{ClientKind, Delivery, Session};
 use crate::ws::Conn;
 
-/// The client feature of a SIP bridge that can place calls.
-pub const CLIENT_START_DIALOUT: &str = "start-dialout";
 /// How long one bridge has to accept a dial-out (upstream: 45 s).
 pub const START_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long a call's final status (`cleared`, `rejected`) stays in the room.
@@ -57,6 +56,42 @@ fn error(code: &str, message: impl Into<String>) -> Value {
 
 fn error_body(e: &Value) -> String {
     json!({"type": "dialout", "dialout": {"error": e}}).to_string()
+}
+
+fn connected(s: &Session) -> bool {
+    matches!(*s.delivery.lock(), Delivery::Connected(_))
+}
+
+/// Upstream's checks of a dial-out request, in its order: a number, in E.164, for a
+/// numeric room.
+fn check_request(room_id: &str, request: &RawValue) -> Result<(), Value> {
+    let d: Value = serde_json::from_str(request.get()).unwrap_or(Value::Null);
+    let number = d.get("number").and_then(Value::as_str).unwrap_or_default();
+    if number.is_empty() {
+        Err(error(
+            "number_missing",
+            "No number provided: dialout.number must be an E.164 number like +4930123456",
+        ))
+    } else if !is_e164(number) {
+        Err(error(
+            "invalid_number",
+            format!("Expected an E.164 number like +4930123456, got {number:?}"),
+        ))
+    } else if room_id.is_empty() || !room_id.bytes().all(|b| b.is_ascii_digit()) {
+        Err(error(
+            "invalid_roomid",
+            format!("The room id must be numeric for a dial-out, got {room_id:?}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `^\+\d{2,}$`: what upstream accepts as a dial-out number.
+fn is_e164(number: &str) -> bool {
+    number
+        .strip_prefix('+')
+        .is_some_and(|d| d.len() >= 2 && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Hub {
@@ -117,7 +152,7 @@ impl Hub {
         self.dialout_bridges(None)
             .iter()
             .map(|(s, b)| {
-                if !matches!(*s.delivery.lock(), Delivery::Connected(_)) {
+                if !connected(s) {
                     return json!({"sessionid": &*s.public_id, "connected": false});
                 }
                 let version = b
@@ -137,19 +172,23 @@ impl Hub {
             .collect()
     }
 
-    /// Nextcloud's `dialout` request for `room_id` (already validated): ask each bridge
-    /// in turn. The body of a 200 reply, or the status and body of the refusal.
+    /// Nextcloud's `dialout` request for `room_id`: checked as upstream checks it, then each
+    /// bridge is asked in turn. The body of a 200 reply, or the status and body of the
+    /// refusal.
     pub(crate) async fn start_dialout(
         self: &Arc<Self>,
         backend: &Backend,
         room_id: &str,
         request: &RawValue,
     ) -> Result<String, (StatusCode, String)> {
+        if let Err(e) = check_request(room_id, request) {
+            return Err((StatusCode::BAD_REQUEST, error_body(&e)));
+        }
         let candidates: Vec<Arc<Session>> = self
             .dialout_bridges(Some(backend))
             .into_iter()
             .map(|(s, _)| s)
-            .filter(|s| matches!(*s.delivery.lock(), Delivery::Connected(_)))
+            .filter(|s| connected(s))
             .collect();
         if candidates.is_empty() {
             let e = error(
@@ -297,4 +336,21 @@ fn dialout_error(rest: &RawValue) -> Value {
         .ok()
         .and_then(|v| v.get("error").cloned())
         .unwrap_or_else(|| error("error_notify", "the SIP bridge sent an empty error"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_e164;
+
+    #[test]
+    fn dialout_numbers_follow_upstreams_pattern() {
+        for ok in ["+49", "+4930123456", "+123456789012345"] {
+            assert!(is_e164(ok), "{ok}");
+        }
+        for bad in [
+            "", "+", "+4", "4930123", "+49 30", "+49-30", "++49", "+４９",
+        ] {
+            assert!(!is_e164(bad), "{bad}");
+        }
+    }
 }
