@@ -2,7 +2,7 @@
 //! audio reaches a subscriber with the option and without it; and Opus DTX asked of
 //! publishers (`SfuConfig::opus_dtx`).
 
-use hpb_sfu::{McuCommand, McuReply, Sfu, SfuConfig, StreamType};
+use hpb_sfu::{Sfu, SfuConfig};
 use str0m::media::MediaKind;
 
 use crate::client::ClientEvent;
@@ -122,25 +122,12 @@ async fn publish_with_dtx(opus_dtx: bool) -> (Sfu, Client, String) {
     })
     .await
     .expect("the SFU starts");
-    let (pending, offer) = crate::client::publisher_offer(true, true, true).await;
+    let (publisher, offer, answer) = publish_with_sdp(&sfu, "alice").await;
     assert!(
         !opus_fmtp(&offer).contains("usedtx"),
         "the client does not ask: {offer}"
     );
-    let reply = sfu
-        .request(McuCommand::Publish {
-            session: "alice".into(),
-            stream: StreamType::Video,
-            sid: "1700000000".into(),
-            sdp: offer,
-            max_bitrate: 1_000_000,
-        })
-        .await;
-    let McuReply::Answer { sdp } = reply else {
-        panic!("publish failed: {reply:?}");
-    };
-    let publisher = pending.accept_answer(&sdp);
-    (sfu, publisher, sdp)
+    (sfu, publisher, answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

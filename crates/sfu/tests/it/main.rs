@@ -62,13 +62,18 @@ pub async fn event(
 
 /// Publish audio + video + a data channel for `session` and return the running client.
 pub async fn publish(sfu: &Sfu, session: &str) -> Client {
+    publish_with_sdp(sfu, session).await.0
+}
+
+/// [`publish`], also returning the client's offer and the SFU's answer.
+pub async fn publish_with_sdp(sfu: &Sfu, session: &str) -> (Client, String, String) {
     let (pending, offer) = client::publisher_offer(true, true, true).await;
     let reply = sfu
         .request(McuCommand::Publish {
             session: session.into(),
             stream: StreamType::Video,
             sid: "1700000000".into(),
-            sdp: offer,
+            sdp: offer.clone(),
             max_bitrate: 1_000_000,
         })
         .await;
@@ -80,7 +85,7 @@ pub async fn publish(sfu: &Sfu, session: &str) -> Client {
         sdp.contains("a=setup:passive"),
         "the SFU is the DTLS server: {sdp}"
     );
-    pending.accept_answer(&sdp)
+    (pending.accept_answer(&sdp), offer, sdp)
 }
 
 /// Send the subscriber's answer to an offer from Subscribe.
