@@ -1,20 +1,6 @@
 //! The `hpb` binary: parses the command line, loads the layered configuration,
 //! composes the servers and serves them until SIGTERM/SIGINT (then drains, see `lifecycle`).
 
-mod acme;
-mod cli;
-mod config;
-mod health;
-mod healthcheck;
-mod http_listener;
-mod lifecycle;
-mod media;
-mod metrics;
-mod public_port;
-mod relay_link;
-mod sd_notify;
-mod tls;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,7 +10,11 @@ use clap::Parser as _;
 use hpb_signaling::Signaling;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, ConfigAction};
+use hpb::cli::{Cli, Command, ConfigAction};
+use hpb::{
+    acme, config, health, healthcheck, http_listener, lifecycle, media, metrics, public_port,
+    relay_link, tls,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

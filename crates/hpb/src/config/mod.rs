@@ -178,5 +178,35 @@ fn load_from(
     })
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (through `hpb::fuzzing`): the parsers of
+/// the two file formats, and the whole load from a file's text with no environment.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    pub use super::ini::{Ini, IniError, parse_ini};
+
+    /// Every setting hpb reads as `(section, key)`; a backend's keys under `BACKENDS`.
+    pub fn settings() -> Vec<(&'static str, &'static str)> {
+        let backend = super::schema::BACKEND_KEYS
+            .iter()
+            .map(|k| (super::schema::BACKENDS, k.name));
+        super::schema::SECTIONS
+            .iter()
+            .flat_map(|s| s.keys.iter().map(move |k| (s.name, k.name)))
+            .chain(backend)
+            .collect()
+    }
+
+    /// Load `text` as the configuration file `name` (`*.toml` is an hpb.toml, anything
+    /// else a server.conf), without environment or command line; the error as text.
+    pub fn load_file_text(name: &str, text: &str) -> Result<(), String> {
+        super::load_from(Some((Path::new(name), text)), &BTreeMap::new(), &[])
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
 #[cfg(test)]
 mod tests;
