@@ -288,3 +288,48 @@ async fn a_bridge_that_leaves_before_answering_fails_the_dialout_at_once() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn a_silent_bridge_times_out_and_the_next_is_asked() {
+    let nc = FakeNextcloud::start().await;
+    nc.add_public_room(ROOM);
+    let hpb = Hpb::start(&free_config(&nc, "[limits]\ndialout_timeout_ms = 700\n")).await;
+    let a = bridge(&hpb, &nc).await;
+    let b = bridge(&hpb, &nc).await;
+    let (mut silent, mut other) = if a.sessionid() < b.sessionid() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+
+    // The first bridge never answers: after its timeout the next one is asked.
+    let reply = post_dialout(&nc, &hpb);
+    expect_request(&mut silent, &nc).await;
+    let id = expect_request(&mut other, &nc).await;
+    other.send(status(Some(&id), "call-4", "accepted")).await;
+    let r = reply.await.expect("the request ends");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["dialout"]["callid"], "call-4", "{r:?}");
+
+    // Neither answers: 502 `timeout`, naming the bridge and the setting; an answer that
+    // comes after its timeout is not taken for a later request's.
+    let reply = post_dialout(&nc, &hpb);
+    let late = expect_request(&mut silent, &nc).await;
+    expect_request(&mut other, &nc).await;
+    let r = reply.await.expect("the request ends");
+    assert_eq!(r.status, 502, "{r:?}");
+    let e = &r.json()["dialout"]["error"];
+    assert_eq!(e["code"], "timeout", "{r:?}");
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(silent.sessionid()) && message.contains("dialout_timeout_ms"),
+        "{r:?}"
+    );
+    silent.send(status(Some(&late), "call-5", "accepted")).await;
+    let reply = post_dialout(&nc, &hpb);
+    let id = expect_request(&mut silent, &nc).await;
+    assert_ne!(id, late, "a new request id");
+    silent.send(status(Some(&id), "call-6", "accepted")).await;
+    let r = reply.await.expect("the request ends");
+    assert_eq!(r.json()["dialout"]["callid"], "call-6", "{r:?}");
+}

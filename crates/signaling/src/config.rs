@@ -109,6 +109,8 @@ pub struct Limits {
     pub ws_pong_timeout: Duration,
     pub write_timeout: Duration,
     pub room_ping_interval: Duration,
+    /// How long one SIP bridge has to accept a dial-out before the next is asked.
+    pub dialout_timeout: Duration,
     /// Largest inbound WebSocket message.
     pub max_message_size: usize,
     /// Frames queued for one session before it is disconnected as too slow.
@@ -129,6 +131,7 @@ impl Default for Limits {
             ws_pong_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             room_ping_interval: Duration::from_secs(10),
+            dialout_timeout: Duration::from_secs(45),
             max_message_size: 64 * 1024,
             max_queued_messages: 8192,
             client_rate: 200,

@@ -22,8 +22,6 @@ use crate::hub::Hub;
 use crate::session::{ClientKind, Delivery, Session};
 use crate::ws::Conn;
 
-/// How long one bridge has to accept a dial-out (upstream: 45 s).
-pub const START_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long a call's final status (`cleared`, `rejected`) stays in the room.
 pub const FINAL_STATUS_TTL: Duration = Duration::from_secs(5);
 const STATUS_KEY_PREFIX: &str = "callstatus_";
@@ -243,7 +241,8 @@ impl Hub {
             key,
         };
         self.deliver(bridge, &frame.into());
-        let answer = tokio::time::timeout(START_TIMEOUT, rx).await;
+        let wait = self.cfg.limits.dialout_timeout;
+        let answer = tokio::time::timeout(wait, rx).await;
         match answer {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => Err(error(
@@ -256,9 +255,8 @@ impl Hub {
             Err(_) => Err(error(
                 "timeout",
                 format!(
-                    "Timeout while waiting for dialout to start: the SIP bridge {} did not answer within {} s",
-                    bridge.public_id,
-                    START_TIMEOUT.as_secs()
+                    "Timeout while waiting for dialout to start: the SIP bridge {} did not answer within {:?} ([limits] dialout_timeout_ms)",
+                    bridge.public_id, wait
                 ),
             )),
         }

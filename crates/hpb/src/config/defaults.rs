@@ -112,6 +112,10 @@ pub fn defaults_layer() -> LayerBuilder {
         uint(ms(l.room_ping_interval)),
     );
     set(
+        &["limits", "dialout_timeout_ms"],
+        uint(ms(l.dialout_timeout)),
+    );
+    set(
         &["limits", "max_message_size"],
         uint(usize_u64(l.max_message_size)),
     );

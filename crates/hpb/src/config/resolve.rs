@@ -366,6 +366,7 @@ fn limits(r: &Reader<'_>, warnings: &mut Vec<String>) -> Result<hpb_signaling::c
     l.ws_pong_timeout = ms("ws_pong_timeout_ms", l.ws_pong_timeout)?;
     l.write_timeout = ms("write_timeout_ms", l.write_timeout)?;
     l.room_ping_interval = ms("room_ping_interval_ms", l.room_ping_interval)?;
+    l.dialout_timeout = ms("dialout_timeout_ms", l.dialout_timeout)?;
     let size = |key: &str, d: usize| -> Result<usize> {
         let n = r.positive("limits", key, u64::try_from(d).unwrap_or(u64::MAX))?;
         usize::try_from(n).map_err(|_| anyhow!("[limits] {key} is too large: {n}"))

@@ -162,6 +162,7 @@ pub const SECTIONS: &[SectionDef] = &[
             k("ws_pong_timeout_ms", Kind::UInt),
             k("write_timeout_ms", Kind::UInt),
             k("room_ping_interval_ms", Kind::UInt),
+            k("dialout_timeout_ms", Kind::UInt),
             k("max_message_size", Kind::UInt),
             k("max_queued_messages", Kind::UInt),
             k("client_rate", Kind::UInt),

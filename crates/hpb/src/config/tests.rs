@@ -216,6 +216,7 @@ skipverify = true
 [limits]
 hello_timeout_ms = 1500
 client_rate = 50
+dialout_timeout_ms = 20000
 
 [log]
 level = "debug"
@@ -253,6 +254,16 @@ fn hpb_toml_loads() {
     assert_eq!(c.limits.hello_timeout, Duration::from_millis(1500));
     assert_eq!(c.limits.client_rate, 50);
     assert_eq!(c.limits.client_burst, 1000);
+    assert_eq!(c.limits.dialout_timeout, Duration::from_secs(20));
+    assert_eq!(
+        crate::config::load(&Default::default())
+            .expect("the sandbox loads")
+            .signaling
+            .limits
+            .dialout_timeout,
+        Duration::from_secs(45),
+        "upstream's wait by default"
+    );
     assert_eq!(l.log_level, "debug");
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
