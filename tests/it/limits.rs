@@ -259,6 +259,31 @@ async fn a_message_over_max_message_size_closes_the_connection_with_the_reason()
     assert_eq!(resumed.sessionid, a.sessionid);
 }
 
+/// The close code reaches the client even when hpb closes with much of the client's input
+/// unread (an oversized message it stopped reading): dropping a socket with unread input
+/// resets it, and a reset discards the Close frame still in flight.
+#[tokio::test]
+async fn an_oversized_message_left_unread_still_gets_its_close_code_to_the_client() {
+    let nc = FakeNextcloud::start().await;
+    let hpb = Hpb::start(&free_config(&nc, "[limits]\nmax_message_size = 1024\n")).await;
+    for round in 0..5 {
+        let mut c = TestClient::connect(hpb.addr()).await;
+        c.hello_v1(&nc.backend_url(), "alice", &nc.ticket("alice"))
+            .await;
+        // 1 MiB: hpb refuses it from the frame header and never reads the rest.
+        c.send_text(&"x".repeat(1024 * 1024)).await;
+        let close = c
+            .recv_close(DEFAULT_TIMEOUT)
+            .await
+            .unwrap_or_else(|| panic!("round {round}: no Close frame, the connection was reset"));
+        assert_eq!(close.code, Some(1009), "round {round}: {close:?}");
+        assert!(
+            close.reason.contains("[limits] max_message_size"),
+            "{close:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn default_max_message_size_is_64_kib() {
     let nc = FakeNextcloud::start().await;

@@ -1,24 +1,79 @@
 //! The plain HTTP/WebSocket listener (`[http] listen`): every accepted connection gets
-//! TCP_NODELAY. Signaling is many small messages, often two in a row (an offer, then its
-//! candidate); with Nagle's algorithm the second waits for the client's delayed ACK, 40 ms
-//! on Linux. The public TLS port does the same (`public_port.rs`), and Go's server, which
-//! hpb replaces, has it by default.
+//! TCP_NODELAY and closes by lingering ([`crate::lingering`]). Signaling is many small
+//! messages, often two in a row (an offer, then its candidate); with Nagle's algorithm the
+//! second waits for the client's delayed ACK, 40 ms on Linux. The public TLS port does the
+//! same (`public_port.rs`), and Go's server, which hpb replaces, has it by default.
 
-use axum::serve::{ListenerExt as _, TapIo};
+use std::net::SocketAddr;
+
 use tokio::net::{TcpListener, TcpStream};
 
-/// A listener that sets TCP_NODELAY on each connection it accepts (a concrete type, so
-/// axum's `ConnectInfo<SocketAddr>` still applies).
-pub type NoDelay = TapIo<TcpListener, fn(&mut TcpStream)>;
+use crate::lingering::Lingering;
 
-/// `listener`, with TCP_NODELAY set on each connection it accepts.
-pub fn nodelay(listener: TcpListener) -> NoDelay {
-    listener.tap_io(set_nodelay as fn(&mut TcpStream))
+/// A listener whose connections have TCP_NODELAY and linger when closed. Serve it with
+/// [`serve_app`]: handlers then see the peer as axum's `ConnectInfo<SocketAddr>`, as with a
+/// plain `TcpListener`.
+pub struct HttpListener(TcpListener);
+
+/// The peer of a connection of an [`HttpListener`] (axum implements its `Connected` for
+/// `SocketAddr` only on its own listener types).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
 }
 
-fn set_nodelay(tcp: &mut TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+/// `app` as the make-service for [`HttpListener`]: each request gets
+/// `ConnectInfo<SocketAddr>` of its connection.
+pub fn serve_app(
+    app: axum::Router,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, PeerAddr> {
+    app.layer(axum::middleware::map_request(
+        |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<PeerAddr>,
+         mut req: axum::extract::Request| async move {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer.0));
+            req
+        },
+    ))
+    .into_make_service_with_connect_info::<PeerAddr>()
+}
+
+/// `listener`, with TCP_NODELAY set on each connection it accepts, each lingering.
+pub fn nodelay(listener: TcpListener) -> HttpListener {
+    HttpListener(listener)
+}
+
+impl axum::serve::Listener for HttpListener {
+    type Io = Lingering<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((tcp, addr)) => {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    return (Lingering::new(tcp), addr);
+                }
+                Err(e) => {
+                    // As axum's own listener: a full file table or a connection reset
+                    // before accept is not fatal; a short pause keeps it from spinning.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
     }
 }
 
@@ -34,6 +89,7 @@ mod tests {
         let mut listener = nodelay(tcp);
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await;
-        assert!(stream.nodelay().expect("nodelay"), "TCP_NODELAY is set");
+        let tcp = stream.get_ref().expect("the connection");
+        assert!(tcp.nodelay().expect("nodelay"), "TCP_NODELAY is set");
     }
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod http_listener;
 pub mod lifecycle;
+pub mod lingering;
 pub mod media;
 pub mod metrics;
 pub mod public_port;

@@ -242,11 +242,8 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
             .is_some_and(|h| matches!(h.source, config::CertSource::Files { .. })),
     ));
     let listener = http_listener::nodelay(listener);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(life.stopped());
+    let server =
+        axum::serve(listener, http_listener::serve_app(app)).with_graceful_shutdown(life.stopped());
     life.set_ready(&format!("serving on {addr}"));
     let served = lifecycle::serve(server, &life).await;
     tracing::info!("stopped: exiting");

@@ -156,7 +156,7 @@ where
         router.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(io), svc)
+        .serve_connection(TokioIo::new(crate::lingering::Lingering::new(io)), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(remote = %peer, "HTTPS connection ended: {e}");
