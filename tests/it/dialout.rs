@@ -16,9 +16,14 @@ use crate::http_endpoints::{HttpReply, http_get};
 const ROOM: &str = "123";
 
 async fn start() -> (FakeNextcloud, Hpb) {
+    start_with("").await
+}
+
+/// [`start`] with more configuration.
+async fn start_with(extra: &str) -> (FakeNextcloud, Hpb) {
     let nc = FakeNextcloud::start().await;
     nc.add_public_room(ROOM);
-    let hpb = Hpb::start(&free_config(&nc, "")).await;
+    let hpb = Hpb::start(&free_config(&nc, extra)).await;
     (nc, hpb)
 }
 
@@ -29,6 +34,17 @@ async fn bridge(hpb: &Hpb, nc: &FakeNextcloud) -> TestClient {
     c.set_hello_features(&["start-dialout"]);
     c.hello_internal(&nc.backend_url(), INTERNAL_SECRET).await;
     c
+}
+
+/// Two bridges, in the order hpb asks them (the order of their session ids).
+async fn two_bridges(hpb: &Hpb, nc: &FakeNextcloud) -> (TestClient, TestClient) {
+    let a = bridge(hpb, nc).await;
+    let b = bridge(hpb, nc).await;
+    if a.sessionid() < b.sessionid() {
+        (a, b)
+    } else {
+        (b, a)
+    }
 }
 
 fn request_body() -> Value {
@@ -153,14 +169,7 @@ async fn a_sip_bridge_starts_the_dialout_and_its_call_status_reaches_the_room() 
 #[tokio::test]
 async fn a_refusing_bridge_is_passed_over_and_its_error_is_reported_when_none_accepts() {
     let (nc, hpb) = start().await;
-    let a = bridge(&hpb, &nc).await;
-    let b = bridge(&hpb, &nc).await;
-    // hpb asks its bridges in the order of their session ids.
-    let (mut refusing, mut other) = if a.sessionid() < b.sessionid() {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (mut refusing, mut other) = two_bridges(&hpb, &nc).await;
 
     // The first bridge refuses; the next one accepts.
     let reply = post_dialout(&nc, &hpb);
@@ -291,16 +300,8 @@ async fn a_bridge_that_leaves_before_answering_fails_the_dialout_at_once() {
 
 #[tokio::test]
 async fn a_silent_bridge_times_out_and_the_next_is_asked() {
-    let nc = FakeNextcloud::start().await;
-    nc.add_public_room(ROOM);
-    let hpb = Hpb::start(&free_config(&nc, "[limits]\ndialout_timeout_ms = 700\n")).await;
-    let a = bridge(&hpb, &nc).await;
-    let b = bridge(&hpb, &nc).await;
-    let (mut silent, mut other) = if a.sessionid() < b.sessionid() {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (nc, hpb) = start_with("[limits]\ndialout_timeout_ms = 700\n").await;
+    let (mut silent, mut other) = two_bridges(&hpb, &nc).await;
 
     // The first bridge never answers: after its timeout the next one is asked.
     let reply = post_dialout(&nc, &hpb);

@@ -44,9 +44,11 @@ pub fn serve_app(
     .into_make_service_with_connect_info::<PeerAddr>()
 }
 
-/// `listener`, with TCP_NODELAY set on each connection it accepts, each lingering.
-pub fn nodelay(listener: TcpListener) -> HttpListener {
-    HttpListener(listener)
+impl HttpListener {
+    /// `listener`, with TCP_NODELAY set on each connection it accepts, each lingering.
+    pub fn new(listener: TcpListener) -> Self {
+        Self(listener)
+    }
 }
 
 impl axum::serve::Listener for HttpListener {
@@ -54,22 +56,12 @@ impl axum::serve::Listener for HttpListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((tcp, addr)) => {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                    }
-                    return (Lingering::new(tcp), addr);
-                }
-                Err(e) => {
-                    // As axum's own listener: a full file table or a connection reset
-                    // before accept is not fatal; a short pause keeps it from spinning.
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
+        // axum's own accept loop, with its handling of accept errors.
+        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        (Lingering::new(tcp), addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
@@ -86,7 +78,7 @@ mod tests {
     async fn accepted_connections_have_nodelay() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("addr");
-        let mut listener = nodelay(tcp);
+        let mut listener = HttpListener::new(tcp);
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await;
         let tcp = stream.get_ref().expect("the connection");

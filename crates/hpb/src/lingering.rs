@@ -126,16 +126,22 @@ mod tests {
     use super::*;
     use tokio::net::{TcpListener, TcpStream};
 
-    /// The client is still sending when the server drops its connection after a last
-    /// message: the client reads that message and a clean end, not a reset.
-    #[tokio::test]
-    async fn a_dropped_connection_with_unread_input_delivers_its_last_bytes() {
+    /// A connected (client, server) pair where the client has sent more than the server
+    /// will ever read.
+    async fn client_still_sending() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        // Unread input at the server: more than it will ever read.
         client.write_all(&[7u8; 32 * 1024]).await.expect("send");
+        (client, server)
+    }
+
+    /// The client is still sending when the server drops its connection after a last
+    /// message: the client reads that message and a clean end, not a reset.
+    #[tokio::test]
+    async fn a_dropped_connection_with_unread_input_delivers_its_last_bytes() {
+        let (mut client, server) = client_still_sending().await;
         let mut server = Lingering::new(server);
         server.write_all(b"goodbye").await.expect("reply");
         drop(server);
@@ -151,11 +157,7 @@ mod tests {
     /// against; if Linux ever stops doing this, the wrapper is no longer needed).
     #[tokio::test]
     async fn a_plain_drop_with_unread_input_resets() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut client = TcpStream::connect(addr).await.expect("connect");
-        let (mut server, _) = listener.accept().await.expect("accept");
-        client.write_all(&[7u8; 32 * 1024]).await.expect("send");
+        let (mut client, mut server) = client_still_sending().await;
         server.write_all(b"goodbye").await.expect("reply");
         drop(server);
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -241,7 +241,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
             .as_ref()
             .is_some_and(|h| matches!(h.source, config::CertSource::Files { .. })),
     ));
-    let listener = http_listener::nodelay(listener);
+    let listener = http_listener::HttpListener::new(listener);
     let server =
         axum::serve(listener, http_listener::serve_app(app)).with_graceful_shutdown(life.stopped());
     life.set_ready(&format!("serving on {addr}"));
