@@ -6,6 +6,7 @@ mod ci;
 mod deps;
 mod dist;
 mod fuzz;
+mod junit;
 mod proc;
 mod test;
 mod workspace;

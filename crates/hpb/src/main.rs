@@ -244,6 +244,9 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     let listener = http_listener::HttpListener::new(listener);
     let server =
         axum::serve(listener, http_listener::serve_app(app)).with_graceful_shutdown(life.stopped());
+    // Last of the start-up lines: everything above is bound and serving (scripts and the
+    // end-to-end tests wait for it before reading the other lines).
+    println!("ready: every listener is up");
     life.set_ready(&format!("serving on {addr}"));
     let served = lifecycle::serve(server, &life).await;
     tracing::info!("stopped: exiting");

@@ -1,5 +1,6 @@
 //! Launches the real hpb binary for end-to-end tests: writes its configuration into a
-//! temporary directory, waits for the `listening: http://…` line, collects stdout and
+//! temporary directory, waits for the `ready:` line (printed after every `listening:`,
+//! `turn:` and `sfu:` line, when every listener is up), collects stdout and
 //! stderr (printed when the test fails), and kills the process when dropped.
 //!
 //! The binary is `$HPB_BIN` if set, else `<dir of the test executable>/../hpb` (tests run
@@ -27,7 +28,7 @@ pub const SIGTERM: i32 = 15;
 /// The `[clients] internalsecret` of [`free_config`].
 pub const INTERNAL_SECRET: &str = "internal-secret";
 
-/// How long [`Hpb::start`] waits for the `listening:` line.
+/// How long [`Hpb::start`] waits for the `ready:` line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Environment variables of the parent that would change hpb's configuration; they are
@@ -97,6 +98,8 @@ struct Output {
     all: String,
     stdout: String,
     addr: Option<SocketAddr>,
+    /// The `ready:` line was printed.
+    ready: bool,
 }
 
 /// The address of a line `… listening: http://127.0.0.1:PORT …`.
@@ -107,6 +110,9 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
+
+/// The start of the line hpb prints when every listener is up.
+const READY_LINE: &str = "ready:";
 
 fn spawn_reader(stream: impl Read + Send + 'static, out: Arc<Mutex<Output>>, is_stdout: bool) {
     std::thread::spawn(move || {
@@ -129,6 +135,7 @@ fn spawn_reader(stream: impl Read + Send + 'static, out: Arc<Mutex<Output>>, is_
                 if o.addr.is_none() {
                     o.addr = parse_listening(&line);
                 }
+                o.ready |= line.starts_with(READY_LINE);
             }
         }
     });
@@ -186,7 +193,7 @@ impl std::fmt::Debug for Hpb {
 
 impl Hpb {
     /// Writes `toml` to `<tempdir>/hpb.toml` and runs `hpb --config <file>`; panics with
-    /// the output if it does not start listening within 20 s.
+    /// the output if it is not ready within 20 s.
     pub async fn start(toml: &str) -> Hpb {
         Self::start_toml_env(toml, &[]).await
     }
@@ -274,7 +281,11 @@ impl Hpb {
         }
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = loop {
-            if let Some(addr) = output.lock().addr {
+            let (addr, ready) = {
+                let o = output.lock();
+                (o.addr, o.ready)
+            };
+            if let (Some(addr), true) = (addr, ready) {
                 break addr;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -291,7 +302,7 @@ impl Hpb {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let logs = output.lock().all.clone();
                 return Err(format!(
-                    "hpb {args:?} printed no `listening: http://…` line within {START_TIMEOUT:?}; output:\n{logs}"
+                    "hpb {args:?} printed no `listening: http://…` and `ready:` lines within {START_TIMEOUT:?}; output:\n{logs}"
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
