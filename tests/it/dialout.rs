@@ -300,7 +300,7 @@ async fn a_bridge_that_leaves_before_answering_fails_the_dialout_at_once() {
 
 #[tokio::test]
 async fn a_silent_bridge_times_out_and_the_next_is_asked() {
-    let (nc, hpb) = start_with("[limits]\ndialout_timeout_ms = 700\n").await;
+    let (nc, hpb) = start_with("[limits]\ndialout_timeout_ms = 2000\n").await;
     let (mut silent, mut other) = two_bridges(&hpb, &nc).await;
 
     // The first bridge never answers: after its timeout the next one is asked.
