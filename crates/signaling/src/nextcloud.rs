@@ -241,14 +241,16 @@ impl Nextcloud {
             }
             Err(e) => return Err(self.map_err(&url, e)),
         };
-        let data = self.ocs_data(&url, resp).await?;
-        serde_json::from_value::<BackendReply>(data).map_err(|e| NextcloudError::Invalid {
-            url,
-            reason: format!("the OCS data is not a signaling reply: {e}"),
-        })
+        let data = self.read_ocs_data(&url, resp).await?;
+        backend_reply(&url, data)
     }
 
-    async fn ocs_data(&self, url: &str, resp: reqwest::Response) -> Result<Value, NextcloudError> {
+    /// Reads the answer's body (not for an error status) and decodes it with [`ocs_data`].
+    async fn read_ocs_data(
+        &self,
+        url: &str,
+        resp: reqwest::Response,
+    ) -> Result<Value, NextcloudError> {
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -262,34 +264,8 @@ impl Nextcloud {
                 status,
             });
         }
-        if !content_type.starts_with("application/json") {
-            return Err(NextcloudError::ContentType {
-                url: url.to_string(),
-                content_type,
-            });
-        }
         let bytes = resp.bytes().await.map_err(|e| self.map_err(url, e))?;
-        let ocs: Ocs = serde_json::from_slice(&bytes).map_err(|e| NextcloudError::Invalid {
-            url: url.to_string(),
-            reason: format!("not an OCS envelope: {e}"),
-        })?;
-        if ocs.ocs.meta.statuscode == 429 {
-            return Err(NextcloudError::Throttled {
-                url: url.to_string(),
-            });
-        }
-        let data = ocs
-            .ocs
-            .data
-            .filter(|d| !matches!(d.get().trim(), "null" | "{}" | "[]" | ""))
-            .ok_or_else(|| NextcloudError::Invalid {
-                url: url.to_string(),
-                reason: "incomplete OCS response (no data)".into(),
-            })?;
-        serde_json::from_str(data.get()).map_err(|e| NextcloudError::Invalid {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+        ocs_data(url, status, &content_type, &bytes)
     }
 
     /// Talk's capabilities for a Nextcloud base URL, cached per URL.
@@ -332,30 +308,8 @@ impl Nextcloud {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let data = self.ocs_data(&url, resp).await?;
-        let spreed = data
-            .pointer("/capabilities/spreed")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let caps = Arc::new(Capabilities {
-            features: spreed
-                .get("features")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            hello_v2_token_key: spreed
-                .pointer("/config/signaling/hello-v2-token-key")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            session_ping_limit: spreed
-                .pointer("/config/signaling/session-ping-limit")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-        });
+        let data = self.read_ocs_data(&url, resp).await?;
+        let caps = Arc::new(capabilities(&data));
         let invalidated = cached.as_ref().and_then(|e| e.invalidated);
         *cached = Some(CapsEntry {
             caps: caps.clone(),
@@ -388,10 +342,164 @@ impl Nextcloud {
     }
 }
 
-fn parse_max_age(v: &str) -> Option<Duration> {
+/// The `data` of Nextcloud's OCS answer (status, `Content-Type` and body of the HTTP
+/// response from `url`), or why it is not one.
+pub fn ocs_data(
+    url: &str,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Value, NextcloudError> {
+    if status != 200 {
+        return Err(NextcloudError::Status {
+            url: url.to_string(),
+            status,
+        });
+    }
+    if !content_type.starts_with("application/json") {
+        return Err(NextcloudError::ContentType {
+            url: url.to_string(),
+            content_type: content_type.to_string(),
+        });
+    }
+    let ocs: Ocs = serde_json::from_slice(body).map_err(|e| NextcloudError::Invalid {
+        url: url.to_string(),
+        reason: format!("not an OCS envelope: {e}"),
+    })?;
+    if ocs.ocs.meta.statuscode == 429 {
+        return Err(NextcloudError::Throttled {
+            url: url.to_string(),
+        });
+    }
+    let data = ocs
+        .ocs
+        .data
+        .filter(|d| !matches!(d.get().trim(), "null" | "{}" | "[]" | ""))
+        .ok_or_else(|| NextcloudError::Invalid {
+            url: url.to_string(),
+            reason: "incomplete OCS response (no data)".into(),
+        })?;
+    serde_json::from_str(data.get()).map_err(|e| NextcloudError::Invalid {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The signaling backend's reply in the OCS `data` from `url`.
+pub fn backend_reply(url: &str, data: Value) -> Result<BackendReply, NextcloudError> {
+    serde_json::from_value::<BackendReply>(data).map_err(|e| NextcloudError::Invalid {
+        url: url.to_string(),
+        reason: format!("the OCS data is not a signaling reply: {e}"),
+    })
+}
+
+/// The parts of Talk's capabilities hpb uses, from the OCS `data` of the capabilities
+/// endpoint; what is missing or of another type reads as absent.
+pub fn capabilities(data: &Value) -> Capabilities {
+    let spreed = data
+        .pointer("/capabilities/spreed")
+        .cloned()
+        .unwrap_or(Value::Null);
+    Capabilities {
+        features: spreed
+            .get("features")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        hello_v2_token_key: spreed
+            .pointer("/config/signaling/hello-v2-token-key")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        session_ping_limit: spreed
+            .pointer("/config/signaling/session-ping-limit")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    }
+}
+
+/// The `max-age` of a `Cache-Control` header value.
+pub fn parse_max_age(v: &str) -> Option<Duration> {
     v.split(',')
         .map(str::trim)
         .find_map(|p| p.strip_prefix("max-age="))
         .and_then(|n| n.parse().ok())
         .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://cloud.example/ocs";
+
+    fn ok(body: &str) -> Result<Value, NextcloudError> {
+        ocs_data(URL, 200, "application/json; charset=utf-8", body.as_bytes())
+    }
+
+    #[test]
+    fn ocs_data_is_unwrapped() {
+        let data = ok(r#"{"ocs":{"meta":{"status":"ok","statuscode":200},"data":{"type":"room","room":{"roomid":"r1"}}}}"#)
+            .expect("a valid answer");
+        let reply = backend_reply(URL, data).expect("a signaling reply");
+        assert_eq!(reply.kind, "room");
+        assert_eq!(reply.room.expect("room").roomid, "r1");
+    }
+
+    #[test]
+    fn bad_answers_say_what_was_wrong_and_where() {
+        let cases: [(Result<Value, NextcloudError>, &str); 6] = [
+            (ocs_data(URL, 404, "application/json", b"{}"), "HTTP 404"),
+            (
+                ocs_data(URL, 200, "text/html", b"<html>login</html>"),
+                "\"text/html\" instead of JSON",
+            ),
+            (ok("<html>"), "not an OCS envelope"),
+            (
+                ok(r#"{"ocs":{"meta":{"statuscode":429},"data":{"x":1}}}"#),
+                "429",
+            ),
+            (
+                ok(r#"{"ocs":{"meta":{"statuscode":200},"data":[]}}"#),
+                "no data",
+            ),
+            (ok(r#"{"ocs":{"meta":{"statuscode":200}}}"#), "no data"),
+        ];
+        for (result, says) in cases {
+            let e = result.expect_err(says).to_string();
+            assert!(
+                e.contains(URL) && e.contains(says),
+                "{e:?} should say {says:?}"
+            );
+        }
+        let e = backend_reply(URL, serde_json::json!({"type": 5})).expect_err("type is a number");
+        assert!(e.to_string().contains("not a signaling reply"), "{e}");
+    }
+
+    #[test]
+    fn capabilities_take_what_is_there_and_ignore_the_rest() {
+        let data = serde_json::json!({"capabilities": {"spreed": {
+            "features": ["audio", 7, "federation-v2"],
+            "config": {"signaling": {"hello-v2-token-key": "KEY", "session-ping-limit": 50}}
+        }}});
+        let caps = capabilities(&data);
+        assert_eq!(caps.features, ["audio", "federation-v2"]);
+        assert_eq!(caps.hello_v2_token_key.as_deref(), Some("KEY"));
+        assert_eq!(caps.session_ping_limit, 50);
+        let none = capabilities(&serde_json::json!({"capabilities": {"spreed": "no"}}));
+        assert!(none.features.is_empty() && none.hello_v2_token_key.is_none());
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            parse_max_age("private, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(parse_max_age("no-cache"), None);
+        assert_eq!(parse_max_age("max-age=-1"), None);
+    }
 }
