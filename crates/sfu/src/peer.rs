@@ -296,6 +296,8 @@ pub(crate) struct Peer {
     pub next_remb: Instant,
     /// The RTX SSRCs of this subscriber's outgoing streams: RTP on them is a retransmission.
     pub rtx_ssrcs: Vec<u32>,
+    /// The outgoing streams (by SSRC) whose retransmission history is set to ours.
+    pub history_set: Vec<u32>,
     /// NACKs received per outgoing stream (subscribers) so far.
     pub nacks_in: NackTally,
     /// NACKs sent per incoming stream (publishers) so far.
@@ -337,18 +339,35 @@ impl Peer {
         Some(Ev::SlowLink { uplink, nacks })
     }
 
-    /// Learn the RTX SSRCs str0m declared for this subscriber's tracks (after an answer).
-    pub fn refresh_rtx_ssrcs(&mut self) {
+    /// After an answer: learn the RTX SSRCs str0m declared for this subscriber's tracks,
+    /// and give each new outgoing stream our retransmission history
+    /// ([`crate::recovery::RTX_HISTORY`]; str0m's SDP path sets its own 3 s). Set once per
+    /// stream: setting it empties the history.
+    pub fn learn_tx_streams(&mut self) {
         let Role::Subscriber(s) = &self.role else {
             return;
         };
         let mids: Vec<Mid> = s.tracks.iter().map(|t| t.mid).collect();
+        let history_set = &mut self.history_set;
         let found = guarded(&mut self.rtc, |rtc| {
             let mut api = rtc.direct_api();
-            mids.iter()
-                .filter_map(|m| api.stream_tx_by_mid(*m, None).and_then(|tx| tx.rtx()))
-                .map(|ssrc| *ssrc)
-                .collect::<Vec<u32>>()
+            let mut rtx = Vec::new();
+            for mid in &mids {
+                let Some(tx) = api.stream_tx_by_mid(*mid, None) else {
+                    continue;
+                };
+                let ssrc = *tx.ssrc();
+                if !history_set.contains(&ssrc) {
+                    tx.set_rtx_cache(
+                        crate::recovery::RTX_HISTORY_MAX_PACKETS,
+                        crate::recovery::RTX_HISTORY,
+                        Some(crate::recovery::RTX_RATIO_CAP),
+                    );
+                    history_set.push(ssrc);
+                }
+                rtx.extend(tx.rtx().map(|r| *r));
+            }
+            rtx
         });
         if let Ok(v) = found {
             self.rtx_ssrcs = v;

@@ -5,6 +5,20 @@
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt, Rid};
 
+/// How long each packet sent to a subscriber is kept for retransmission: a NACK for it can
+/// be answered until then. libwebrtc's sender keeps max(1 s, 3 RTTs); Janus keeps
+/// `min_nack_queue` (200 ms) or more with the RTT. str0m's default of 3 s keeps three times
+/// as much for every stream of every subscriber, and that history is most of the SFU's
+/// memory in a call (`cargo xtask bench sfu`: peak RSS 36 MB with 3 s, 29 MB with 1 s).
+pub(crate) const RTX_HISTORY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// At most this many packets of history per stream (1 s of a 9 Mbit/s stream; the age
+/// above is the limit in practice).
+pub(crate) const RTX_HISTORY_MAX_PACKETS: usize = 1000;
+
+/// str0m's default: retransmissions may take at most this share of a stream's bitrate.
+pub(crate) const RTX_RATIO_CAP: f32 = 0.15;
+
 /// How often str0m reports per-stream stats (the NACK counters come from there).
 pub(crate) const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 

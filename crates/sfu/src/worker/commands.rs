@@ -110,10 +110,8 @@ impl Worker {
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
             .set_stats_interval(Some(crate::recovery::STATS_INTERVAL))
-            // Retransmission history: 400 packets are 2-3 s of a 1.5-2.5 Mbit/s stream, far
-            // beyond a NACK's round trip (str0m's default of 1000 costs about 1 MiB more
-            // per video stream at full rate).
-            .set_send_buffer_video(400)
+            // The retransmission history is set per stream once the subscriber answered
+            // (`Peer::learn_tx_streams`).
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.cert.clone())
             .set_local_ice_credentials(IceCreds {
@@ -299,6 +297,7 @@ impl Worker {
             max_bitrate,
             next_remb: now,
             rtx_ssrcs: Vec::new(),
+            history_set: Vec::new(),
             nacks_in: Default::default(),
             nacks_out: Default::default(),
             estimate: Default::default(),
@@ -496,6 +495,7 @@ impl Worker {
             max_bitrate: 0,
             next_remb: now,
             rtx_ssrcs: Vec::new(),
+            history_set: Vec::new(),
             nacks_in: Default::default(),
             nacks_out: Default::default(),
             estimate: Default::default(),
@@ -626,7 +626,7 @@ impl Worker {
         match r {
             Ok(Ok(())) => {
                 // str0m declares the outgoing streams (and their RTX SSRCs) on the answer.
-                peer.refresh_rtx_ssrcs();
+                peer.learn_tx_streams();
                 let mut dirty = vec![id];
                 // Tracks the publisher added while this offer was out.
                 self.update_subscriber(id, &mut dirty);
