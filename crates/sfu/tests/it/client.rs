@@ -43,6 +43,7 @@ pub struct Client {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     keyframe: mpsc::UnboundedSender<()>,
     remb: mpsc::UnboundedSender<u64>,
+    late_loss: mpsc::UnboundedSender<Duration>,
     /// RTP datagrams from the SFU this client threw away on purpose (simulated loss).
     dropped: Arc<AtomicU64>,
     layers: SentLayers,
@@ -81,6 +82,14 @@ impl Client {
     pub fn send_audio_level(&self, level: Option<i8>) {
         self.audio_level
             .store(level.map_or(NO_LEVEL, i32::from), Ordering::Relaxed);
+    }
+
+    /// Make this (subscriber) client lose the next video RTP datagram and notice it `after`
+    /// it arrived: the video datagrams of the next `after` are held back, then taken in
+    /// except the first, so the client's NACK for it comes that late (`after` zero: NACKed
+    /// at once). str0m NACKs only within the last 100 packets: keep `after` under 2 s.
+    pub fn lose_video_noticed_after(&self, after: Duration) {
+        let _ = self.late_loss.send(after);
     }
 
     /// Every event that arrives within `d` (and those received before, not consumed yet).
@@ -621,6 +630,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let (keyframe, keyframe_rx) = mpsc::unbounded_channel();
     let (remb, remb_rx) = mpsc::unbounded_channel();
+    let (late_loss, late_loss_rx) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let layers = sending.layers.clone();
     let audio_level = sending.audio_level.clone();
@@ -633,6 +643,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
         stop_rx,
         keyframe_rx,
         remb_rx,
+        late_loss_rx,
         dropped.clone(),
     ));
     Client {
@@ -641,6 +652,7 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
         stop: Some(stop),
         keyframe,
         remb,
+        late_loss,
         dropped,
         layers,
         audio_level,
@@ -657,8 +669,11 @@ async fn run(
     mut stop: tokio::sync::oneshot::Receiver<()>,
     mut keyframe: mpsc::UnboundedReceiver<()>,
     mut remb: mpsc::UnboundedReceiver<u64>,
+    mut late_loss: mpsc::UnboundedReceiver<Duration>,
     dropped: Arc<AtomicU64>,
 ) {
+    // `lose_video_noticed_after`: until when video datagrams are held, and those held.
+    let mut holding: Option<(Instant, Vec<(SocketAddr, Vec<u8>)>)> = None;
     let mut rtp_seen: u64 = 0;
     let mut tcp = TcpLink::new();
     let mut video_in: Vec<Mid> = Vec::new();
@@ -736,6 +751,34 @@ async fn run(
             }
         };
 
+        // The end of a hold: the first datagram held is lost, the others are taken in.
+        if let Some((until, held)) = &mut holding
+            && Instant::now() >= *until
+            && !held.is_empty()
+        {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            for (source, data) in std::mem::take(held).into_iter().skip(1) {
+                let Ok(contents) = data.as_slice().try_into() else {
+                    continue;
+                };
+                let input = Input::Receive(
+                    Instant::now(),
+                    Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: addr,
+                        contents,
+                    },
+                );
+                if rtc.handle_input(input).is_err() {
+                    let _ = tx.send(ClientEvent::Disconnected);
+                    return;
+                }
+            }
+            holding = None;
+            continue;
+        }
+
         // Publish synthetic media every 20 ms once connected.
         let now = Instant::now();
         if connected && now >= next_media {
@@ -798,6 +841,7 @@ async fn run(
         } else {
             timeout
         };
+        let wake = holding.as_ref().map_or(wake, |(until, _)| wake.min(*until));
         let wake = wake.max(Instant::now() + Duration::from_millis(1));
         tokio::select! {
             _ = &mut stop => return,
@@ -808,6 +852,9 @@ async fn run(
                         rx.request_remb(str0m::bwe::Bitrate::bps(bps));
                     }
                 }
+            }
+            Some(after) = late_loss.recv() => {
+                holding = Some((Instant::now() + after, Vec::new()));
             }
             Some(()) = keyframe.recv() => {
                 for mid in &video_in {
@@ -832,9 +879,16 @@ async fn run(
             r = socket.recv_from(&mut buf) => {
                 let Ok((len, source)) = r else { continue };
                 let Some(data) = buf.get(..len) else { continue };
+                let video_rtp = rtp_pt(data).is_some_and(|pt| sending.video_pts.contains(&pt));
+                if let Some((_, held)) = &mut holding
+                    && video_rtp
+                {
+                    held.push((source, data.to_vec()));
+                    continue;
+                }
                 if sending.drop_rtp_every > 0
                     && connected
-                    && rtp_pt(data).is_some_and(|pt| sending.video_pts.contains(&pt))
+                    && video_rtp
                 {
                     rtp_seen += 1;
                     if rtp_seen.is_multiple_of(sending.drop_rtp_every) {

@@ -146,3 +146,39 @@ async fn loss_is_recovered(
     .await;
     assert!(metric(sfu, "hpb_sfu_slow_links_total") > 0);
 }
+
+/// The SFU keeps 1 s of retransmission history per stream (`RTX_HISTORY`): a NACK that
+/// comes at once is answered with a retransmission, one that comes 1.6 s after its packet
+/// is not (str0m's own 3 s would still answer it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_older_than_the_history_gets_no_retransmission() {
+    let (sfu, _events) = start().await;
+    let _publisher = publish(&sfu, "alice").await;
+    let reply = sfu.request(subscribe_cmd("bob", "alice", "")).await;
+    let (mut bob, _) = answer_offer(&sfu, "bob", "alice", reply).await;
+    video_frame(&mut bob).await;
+
+    bob.lose_video_noticed_after(Duration::ZERO);
+    let rtx = metric_above_zero(&sfu, "hpb_sfu_retransmitted_packets_total").await;
+    let nacks = metric_above_zero(&sfu, "hpb_sfu_nacks_received_total").await;
+
+    bob.lose_video_noticed_after(Duration::from_millis(1600));
+    // The NACK count comes from str0m's stats, which follow the NACK's handling: once it
+    // has grown, a retransmission for that NACK would have been sent and counted.
+    let deadline = tokio::time::Instant::now() + WAIT + Duration::from_millis(1600);
+    while metric(&sfu, "hpb_sfu_nacks_received_total") <= nacks {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's late NACK never arrived: {}",
+            sfu.metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bob.dropped(), 2);
+    assert_eq!(
+        metric(&sfu, "hpb_sfu_retransmitted_packets_total"),
+        rtx,
+        "a packet 1.6 s old was retransmitted: {}",
+        sfu.metrics()
+    );
+}
