@@ -659,6 +659,13 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
     }
 }
 
+/// [`Client::lose_video_noticed_after`]: until when video datagrams are held back, and
+/// those held.
+struct Hold {
+    until: Instant,
+    held: Vec<(SocketAddr, Vec<u8>)>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     mut rtc: Rtc,
@@ -672,8 +679,7 @@ async fn run(
     mut late_loss: mpsc::UnboundedReceiver<Duration>,
     dropped: Arc<AtomicU64>,
 ) {
-    // `lose_video_noticed_after`: until when video datagrams are held, and those held.
-    let mut holding: Option<(Instant, Vec<(SocketAddr, Vec<u8>)>)> = None;
+    let mut holding: Option<Hold> = None;
     let mut rtp_seen: u64 = 0;
     let mut tcp = TcpLink::new();
     let mut video_in: Vec<Mid> = Vec::new();
@@ -752,7 +758,7 @@ async fn run(
         };
 
         // The end of a hold: the first datagram held is lost, the others are taken in.
-        if let Some((until, held)) = &mut holding
+        if let Some(Hold { until, held }) = &mut holding
             && Instant::now() >= *until
             && !held.is_empty()
         {
@@ -841,7 +847,7 @@ async fn run(
         } else {
             timeout
         };
-        let wake = holding.as_ref().map_or(wake, |(until, _)| wake.min(*until));
+        let wake = holding.as_ref().map_or(wake, |h| wake.min(h.until));
         let wake = wake.max(Instant::now() + Duration::from_millis(1));
         tokio::select! {
             _ = &mut stop => return,
@@ -854,7 +860,7 @@ async fn run(
                 }
             }
             Some(after) = late_loss.recv() => {
-                holding = Some((Instant::now() + after, Vec::new()));
+                holding = Some(Hold { until: Instant::now() + after, held: Vec::new() });
             }
             Some(()) = keyframe.recv() => {
                 for mid in &video_in {
@@ -880,10 +886,10 @@ async fn run(
                 let Ok((len, source)) = r else { continue };
                 let Some(data) = buf.get(..len) else { continue };
                 let video_rtp = rtp_pt(data).is_some_and(|pt| sending.video_pts.contains(&pt));
-                if let Some((_, held)) = &mut holding
+                if let Some(h) = &mut holding
                     && video_rtp
                 {
-                    held.push((source, data.to_vec()));
+                    h.held.push((source, data.to_vec()));
                     continue;
                 }
                 if sending.drop_rtp_every > 0
