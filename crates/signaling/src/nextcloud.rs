@@ -258,13 +258,12 @@ impl Nextcloud {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        if status != 200 {
-            return Err(NextcloudError::Status {
-                url: url.to_string(),
-                status,
-            });
-        }
-        let bytes = resp.bytes().await.map_err(|e| self.map_err(url, e))?;
+        // An error status is refused without waiting for its body.
+        let bytes = if status == 200 {
+            resp.bytes().await.map_err(|e| self.map_err(url, e))?
+        } else {
+            Default::default()
+        };
         ocs_data(url, status, &content_type, &bytes)
     }
 

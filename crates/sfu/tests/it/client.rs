@@ -659,6 +659,30 @@ fn spawn(rtc: Rtc, socket: UdpSocket, addr: SocketAddr, sending: Sending) -> Cli
     }
 }
 
+/// Feeds one received datagram to str0m (one it cannot parse is skipped); false when
+/// str0m failed.
+fn take_in(
+    rtc: &mut Rtc,
+    proto: Protocol,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &[u8],
+) -> bool {
+    let Ok(contents) = data.try_into() else {
+        return true;
+    };
+    let input = Input::Receive(
+        Instant::now(),
+        Receive {
+            proto,
+            source,
+            destination,
+            contents,
+        },
+    );
+    rtc.handle_input(input).is_ok()
+}
+
 /// [`Client::lose_video_noticed_after`]: until when video datagrams are held back, and
 /// those held.
 struct Hold {
@@ -764,19 +788,7 @@ async fn run(
         {
             dropped.fetch_add(1, Ordering::Relaxed);
             for (source, data) in std::mem::take(held).into_iter().skip(1) {
-                let Ok(contents) = data.as_slice().try_into() else {
-                    continue;
-                };
-                let input = Input::Receive(
-                    Instant::now(),
-                    Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: addr,
-                        contents,
-                    },
-                );
-                if rtc.handle_input(input).is_err() {
+                if !take_in(&mut rtc, Protocol::Udp, source, addr, &data) {
                     let _ = tx.send(ClientEvent::Disconnected);
                     return;
                 }
@@ -870,14 +882,7 @@ async fn run(
                 }
             }
             Some((source, data)) = tcp.rx.recv(), if sending.tcp => {
-                let Ok(contents) = data.as_slice().try_into() else { continue };
-                let input = Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Tcp,
-                    source,
-                    destination: addr,
-                    contents,
-                });
-                if rtc.handle_input(input).is_err() {
+                if !take_in(&mut rtc, Protocol::Tcp, source, addr, &data) {
                     let _ = tx.send(ClientEvent::Disconnected);
                     return;
                 }
@@ -902,14 +907,7 @@ async fn run(
                         continue;
                     }
                 }
-                let Ok(contents) = data.try_into() else { continue };
-                let input = Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: addr,
-                    contents,
-                });
-                if rtc.handle_input(input).is_err() {
+                if !take_in(&mut rtc, Protocol::Udp, source, addr, data) {
                     let _ = tx.send(ClientEvent::Disconnected);
                     return;
                 }
