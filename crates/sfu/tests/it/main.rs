@@ -176,15 +176,20 @@ pub fn metric(sfu: &Sfu, name: &str) -> u64 {
 
 /// Wait (bounded) until the metric `name` is above zero; returns its value.
 pub async fn metric_above_zero(sfu: &Sfu, name: &str) -> u64 {
+    metric_above(sfu, name, 0).await
+}
+
+/// Wait (bounded) until the metric `name` is above `floor`; returns its value.
+pub async fn metric_above(sfu: &Sfu, name: &str, floor: u64) -> u64 {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let v = metric(sfu, name);
-        if v > 0 {
+        if v > floor {
             return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {name} > 0: {}",
+            "timed out waiting for {name} > {floor}: {}",
             sfu.metrics()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
