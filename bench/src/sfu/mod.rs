@@ -440,13 +440,15 @@ fn loadavg() -> String {
 /// With `HPB_BENCH_PERF=DIR`, `perf record` of the SFU process over the window into
 /// `DIR/perf-<pid>.data` (for finding hot spots; not part of the figures).
 /// `HPB_BENCH_PERF_CALLGRAPH=dwarf` unwinds with DWARF (the release build keeps no frame
-/// pointers, so `-g` alone shows no callers of memcpy or malloc).
+/// pointers, so `-g` alone shows no callers of memcpy or malloc); `HPB_BENCH_PERF_FREQ`
+/// samples more often than 499 Hz.
 fn start_perf(pid: u32) -> Option<std::process::Child> {
     let dir = std::env::var_os("HPB_BENCH_PERF")?;
     let out = std::path::Path::new(&dir).join(format!("perf-{pid}.data"));
     let graph = std::env::var("HPB_BENCH_PERF_CALLGRAPH").unwrap_or_else(|_| "fp".into());
+    let freq = std::env::var("HPB_BENCH_PERF_FREQ").unwrap_or_else(|_| "499".into());
     std::process::Command::new("perf")
-        .args(["record", "-F", "499", "--call-graph", &graph, "-q", "-o"])
+        .args(["record", "-F", &freq, "--call-graph", &graph, "-q", "-o"])
         .arg(&out)
         .args(["-p", &pid.to_string()])
         .stdout(std::process::Stdio::null())

@@ -25,6 +25,9 @@ impl hpb_sfu::RelayPort for ToTurn {
     fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Option<bool> {
         self.0.send(from, to, data)
     }
+    fn relays(&mut self, to: SocketAddr) -> bool {
+        self.0.relays(to)
+    }
     fn flush(&mut self) {
         self.0.flush();
     }

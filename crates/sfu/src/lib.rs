@@ -50,7 +50,10 @@
 
 mod buffer_pool;
 mod bwe;
+mod descriptor;
+mod egress;
 mod gso;
+mod key_tap;
 mod metrics;
 mod net;
 mod peer;
@@ -58,6 +61,7 @@ mod recovery;
 mod relay_link;
 mod sdp;
 mod silence;
+mod srtp_tx;
 mod stun;
 mod temporal;
 mod worker;

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use quinn_udp::{RecvMeta, UdpSocketState};
 
 use crate::buffer_pool::BufferPool;
-use crate::gso::Run;
+use crate::gso::Outbox;
 use crate::metrics::{Metrics, inc};
 use crate::relay_link::RelayPort;
 use std::sync::Arc;
@@ -103,7 +103,7 @@ pub(crate) struct Net {
     udp4_state: UdpSocketState,
     udp6_state: Option<UdpSocketState>,
     /// Outgoing UDP datagrams not sent yet (see [`Net::flush`]).
-    run: RefCell<Run>,
+    outbox: RefCell<Outbox>,
     /// Our IPv4 candidate address (what str0m is told datagrams arrived at).
     pub udp4_candidate: SocketAddr,
     pub udp6: Option<(UdpSocket, SocketAddr)>,
@@ -113,6 +113,8 @@ pub(crate) struct Net {
     pool: Arc<BufferPool>,
     /// The TURN server of this process, for datagrams to its relayed addresses.
     relay: RefCell<Option<Box<dyn RelayPort>>>,
+    /// A datagram built for a transport other than the UDP socket's batch.
+    built: RefCell<Vec<u8>>,
     metrics: Arc<Metrics>,
 }
 
@@ -134,13 +136,14 @@ impl Net {
                 udp4,
                 udp4_state,
                 udp6_state,
-                run: RefCell::new(Run::default()),
+                outbox: RefCell::default(),
                 udp4_candidate,
                 udp6,
                 tcp: HashMap::new(),
                 inbox,
                 pool: Arc::default(),
                 relay: RefCell::new(None),
+                built: RefCell::default(),
                 metrics,
             },
             rx,
@@ -173,49 +176,93 @@ impl Net {
         })
     }
 
-    /// Send one of str0m's transmits on the transport it names. UDP: a full socket buffer
-    /// fails with `WouldBlock` (the datagram is lost, as on the network); TCP: a connection
-    /// whose queue is full drops the frame the same way.
+    /// Send one of str0m's transmits on the transport it names (see [`Net::send_to`]).
+    pub fn send(&self, t: &Transmit) -> io::Result<usize> {
+        self.send_to(t.proto, t.source, t.destination, &t.contents)
+    }
+
+    /// Send one datagram from our candidate `source` to `destination`. UDP: a full socket
+    /// buffer fails with `WouldBlock` (the datagram is lost, as on the network); TCP: a
+    /// connection whose queue is full drops the frame the same way.
     /// UDP datagrams are collected into runs per destination and go out at the latest with
     /// [`Net::flush`], which the worker calls before it waits again.
-    pub fn send(&self, t: &Transmit) -> io::Result<usize> {
-        match t.proto {
+    pub fn send_to(
+        &self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> io::Result<usize> {
+        match proto {
             Protocol::Udp => {
                 if let Some(relay) = self.relay.borrow_mut().as_mut()
-                    && let Some(relayed) = relay.send(t.source, t.destination, &t.contents)
+                    && let Some(relayed) = relay.send(source, destination, contents)
                 {
                     // A client relayed by our own TURN server: handed over in-process.
                     if relayed {
                         inc(&self.metrics.turn_tx_packets, 1);
                     }
-                    return Ok(t.contents.len());
+                    return Ok(contents.len());
                 }
-                let (socket, state) = self.udp_for(t.destination);
-                self.run
+                Ok(self
+                    .outbox
                     .borrow_mut()
-                    .send(socket, state, t.destination, &t.contents)
+                    .send(|to| self.udp_for(to), destination, contents))
             }
             Protocol::Tcp => {
-                let conn = self.tcp.get(&t.destination).ok_or_else(|| {
+                let conn = self.tcp.get(&destination).ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotConnected, "no ICE-TCP connection")
                 })?;
-                let len = u16::try_from(t.contents.len()).map_err(|_| {
+                let len = u16::try_from(contents.len()).map_err(|_| {
                     io::Error::new(io::ErrorKind::InvalidInput, "packet too big for RFC 4571")
                 })?;
                 let mut frame = self.pool.take();
                 frame.extend_from_slice(&len.to_be_bytes());
-                frame.extend_from_slice(&t.contents);
+                frame.extend_from_slice(contents);
                 if let Err(e) = conn.tx.try_send(frame) {
                     self.pool.put_back(e.into_inner());
                     return Err(io::Error::from(io::ErrorKind::WouldBlock));
                 }
-                Ok(t.contents.len())
+                Ok(contents.len())
             }
             _ => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the SFU speaks ICE over UDP and TCP only",
             )),
         }
+    }
+
+    /// Send a datagram of at most `max` bytes that `fill` writes (returning its length, or
+    /// `None` for nothing to send): a UDP datagram for the socket is written straight into
+    /// its destination's batch (see [`Net::send_to`] for the rest).
+    pub fn send_built(
+        &self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> io::Result<Option<usize>> {
+        let relayed = || {
+            self.relay
+                .borrow_mut()
+                .as_mut()
+                .is_some_and(|r| r.relays(destination))
+        };
+        if proto == Protocol::Udp && !relayed() {
+            return Ok(self
+                .outbox
+                .borrow_mut()
+                .send_with(|to| self.udp_for(to), destination, max, fill));
+        }
+        let mut built = self.built.borrow_mut();
+        if built.len() < max {
+            built.resize(max, 0);
+        }
+        let Some(n) = fill(&mut built[..max]).filter(|n| *n <= max) else {
+            return Ok(None);
+        };
+        self.send_to(proto, source, destination, &built[..n]).map(Some)
     }
 
     fn udp_for(&self, to: SocketAddr) -> (&UdpSocket, &UdpSocketState) {
@@ -230,14 +277,7 @@ impl Net {
         if let Some(relay) = self.relay.borrow_mut().as_mut() {
             relay.flush();
         }
-        let mut run = self.run.borrow_mut();
-        let Some(to) = run.destination() else {
-            return;
-        };
-        let (socket, state) = self.udp_for(to);
-        if let Err(e) = run.flush(socket, state) {
-            tracing::debug!(error = %e, "SFU send failed");
-        }
+        self.outbox.borrow_mut().flush(|to| self.udp_for(to));
     }
 
     /// Hand back the buffer of a received ICE-TCP frame once it is handled.

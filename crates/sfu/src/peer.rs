@@ -1,28 +1,36 @@
 //! One client connection of the SFU (a publisher or a subscriber): its str0m `Rtc`, the
-//! per-role forwarding state, and panic-guarded calls into str0m that turn its output into
+//! per-role forwarding state (a subscriber's outgoing streams are sent by the SFU itself,
+//! see [`crate::egress`]), and panic-guarded calls into str0m that turn its output into
 //! datagrams on the shared socket and [`Ev`]s for the worker.
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hpb_proto::mcu::StreamType;
 use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
 use str0m::channel::{ChannelData, ChannelId};
-use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid, Rid};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{KeyframeRequest, MediaKind, Mid, Rid};
+use str0m::net::Protocol;
+use str0m::rtp::rtcp::{Nack, Rtcp};
+use str0m::rtp::{RawPacket, RtpPacket};
 use str0m::{Event, Input, Output, Rtc};
 
 use crate::bwe::{Estimate, LayerCap, LayerRates};
-use crate::metrics::{Metrics, gauge, inc};
+use crate::egress::Egress;
+use crate::key_tap::KeySlot;
+use crate::metrics::{Metrics, gauge};
 use crate::net::Net;
-use crate::recovery::{NackTally, rtp_ssrc};
+use crate::recovery::NackTally;
+use crate::srtp_tx::SrtpTx;
 
 pub(crate) type PeerId = u64;
 
 /// What a peer's str0m instance reported that the worker acts on.
-// Events live briefly in one reused Vec; boxing MediaData would allocate per frame.
+// Events live briefly in one reused Vec; boxing a packet would allocate per packet.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Ev {
     Connected,
@@ -30,7 +38,10 @@ pub(crate) enum Ev {
         mid: Mid,
         kind: MediaKind,
     },
-    Media(MediaData),
+    /// A publisher's RTP packet (str0m's RTP mode: decrypted, not depacketized).
+    Rtp(RtpPacket),
+    /// A subscriber's NACK for one of the streams the SFU sends it.
+    Nack(Nack),
     KeyframeRequest(KeyframeRequest),
     ChannelOpen(ChannelId, String),
     ChannelData(ChannelData),
@@ -84,6 +95,9 @@ pub(crate) struct TrackIn {
     pub last_frame: Option<Instant>,
     /// Audio: what of a silent stretch is forwarded (with `thin_silent_audio`).
     pub silence: crate::silence::SilenceThinner,
+    /// The codec and clock rate of the last payload type seen (found in the publisher's
+    /// negotiated parameters).
+    pub codec: Option<(u8, Codec, u32)>,
 }
 
 impl TrackIn {
@@ -99,7 +113,21 @@ impl TrackIn {
             receiving: false,
             last_frame: None,
             silence: Default::default(),
+            codec: None,
         }
+    }
+
+    /// The codec and clock rate of payload type `pt`, from `params` (remembered).
+    pub fn codec_of(&mut self, pt: u8, params: &[PayloadParams]) -> Option<(Codec, u32)> {
+        if let Some((p, c, r)) = self.codec
+            && p == pt
+        {
+            return Some((c, r));
+        }
+        let spec = params.iter().find(|p| *p.pt() == pt)?.spec();
+        let found = (spec.codec, spec.clock_rate.get());
+        self.codec = Some((pt, found.0, found.1));
+        Some(found)
     }
 
     /// A frame of layer `rid` arrived at `now`.
@@ -183,6 +211,8 @@ pub(crate) struct PublisherState {
     /// Negotiated codecs of the publisher, used to make subscriber offers that match.
     pub params: Vec<PayloadParams>,
     pub up_announced: bool,
+    /// The incoming SSRCs seen, with their track and simulcast layer.
+    pub ssrcs: Vec<(u32, Mid, Option<Rid>)>,
 }
 
 /// A send-only track of a subscriber fed by publisher track `source`.
@@ -191,6 +221,9 @@ pub(crate) struct TrackOut {
     pub source: Mid,
     /// The simulcast layer forwarded now (`None`: none yet, or no simulcast).
     pub layer: Option<Rid>,
+    /// The incoming SSRC forwarded now: a new one (a layer switch, a restarted publisher
+    /// stream) continues the outgoing numbering.
+    pub ssrc_in: Option<u32>,
     /// One continuous outgoing RTP timeline across layer switches.
     pub timeline: Timeline,
     /// The highest temporal layer forwarded now ([`crate::temporal::ALL`]: all).
@@ -200,11 +233,11 @@ pub(crate) struct TrackOut {
     /// No keyframe was forwarded on this track yet: one is asked for (again, within the
     /// rate limit) until it comes, so a new viewer does not wait for the next periodic one.
     pub needs_keyframe: bool,
-    /// The wallclock of the last frame written. str0m queues written frames in wallclock
-    /// order, and frames of two layers completed in one receive batch may carry arrival times
-    /// out of write order (a big keyframe completes before a small frame written ahead of
-    /// it): the wallclock written never goes back, so frames leave in the order written.
-    pub last_wallclock: Option<Instant>,
+    /// Whether the frame being received on each layer goes to this viewer: decided at the
+    /// first packet of a frame (layer, timestamp), followed by the rest of its packets.
+    pub frames: Vec<(Option<Rid>, u32, bool)>,
+    /// The SFU's sending state, once the viewer answered (its SSRCs and payload types).
+    pub egress: Option<Egress>,
 }
 
 impl TrackOut {
@@ -213,11 +246,29 @@ impl TrackOut {
             mid,
             source,
             layer: None,
+            ssrc_in: None,
             timeline: Timeline::default(),
             temporal: crate::temporal::ALL,
             needs_keyframe: true,
             cap: LayerCap::default(),
-            last_wallclock: None,
+            frames: Vec::new(),
+            egress: None,
+        }
+    }
+
+    /// The decision made for the frame of `rid` with timestamp `ts`, if it was made.
+    pub fn decided(&self, rid: Option<Rid>, ts: u32) -> Option<bool> {
+        self.frames
+            .iter()
+            .find(|(r, t, _)| *r == rid && *t == ts)
+            .map(|(_, _, d)| *d)
+    }
+
+    /// Remember the decision for the frame of `rid` with timestamp `ts`.
+    pub fn decide(&mut self, rid: Option<Rid>, ts: u32, forward: bool) {
+        match self.frames.iter_mut().find(|(r, _, _)| *r == rid) {
+            Some(f) => *f = (rid, ts, forward),
+            None => self.frames.push((rid, ts, forward)),
         }
     }
 }
@@ -285,27 +336,30 @@ pub(crate) struct Peer {
     pub sid: String,
     pub role: Role,
     pub next_timeout: Instant,
-    /// Media was written since the last poll: str0m packetises it on its next timeout, which
-    /// the poll then runs first instead of asking str0m whether one is due (it is).
-    pub wrote: bool,
     pub last_rx: Instant,
     pub connected: bool,
     pub addrs: Vec<SocketAddr>,
     /// Publisher bitrate cap in bits/s sent as REMB (0 = none).
     pub max_bitrate: u64,
     pub next_remb: Instant,
-    /// The RTX SSRCs of this subscriber's outgoing streams: RTP on them is a retransmission.
-    pub rtx_ssrcs: Vec<u32>,
-    /// The outgoing streams (by SSRC) whose retransmission history is set to ours.
-    pub history_set: Vec<u32>,
-    /// NACKs received per outgoing stream (subscribers) so far.
-    pub nacks_in: NackTally,
     /// NACKs sent per incoming stream (publishers) so far.
     pub nacks_out: NackTally,
+    /// NACKed packets from this subscriber in the current second, and when it began.
+    pub nack_window: (Instant, u64),
     /// What this subscriber's link is estimated to take.
     pub estimate: Estimate,
     /// No slow-link report before this.
     pub next_slow_link: Instant,
+    /// Where the connection's SRTP keys arrive (the SFU sends a subscriber's media itself).
+    pub keys: Arc<KeySlot>,
+    /// The SFU's SRTP sending context, made from `keys` once they came.
+    pub srtp: Option<SrtpTx>,
+    /// The transport, our address and the client's that media goes on: the path of the
+    /// client's last non-STUN datagram or of str0m's last non-STUN transmit (both follow
+    /// the nominated candidate pair).
+    pub path: Option<(Protocol, SocketAddr, SocketAddr)>,
+    /// The next sender reports of a subscriber's streams.
+    pub next_sr: Instant,
 }
 
 /// Run `f` on the peer's `Rtc`, turning a panic into [`PeerFailure::Panic`].
@@ -339,39 +393,29 @@ impl Peer {
         Some(Ev::SlowLink { uplink, nacks })
     }
 
-    /// After an answer: learn the RTX SSRCs str0m declared for this subscriber's tracks,
-    /// and give each new outgoing stream our retransmission history
-    /// ([`crate::recovery::RTX_HISTORY`]; str0m's SDP path sets its own 3 s). Set once per
-    /// stream: setting it empties the history.
-    pub fn learn_tx_streams(&mut self) {
-        let Role::Subscriber(s) = &self.role else {
-            return;
-        };
-        let mids: Vec<Mid> = s.tracks.iter().map(|t| t.mid).collect();
-        let history_set = &mut self.history_set;
-        let found = guarded(&mut self.rtc, |rtc| {
-            let mut api = rtc.direct_api();
-            let mut rtx = Vec::new();
-            for mid in &mids {
-                let Some(tx) = api.stream_tx_by_mid(*mid, None) else {
-                    continue;
-                };
-                let ssrc = *tx.ssrc();
-                if !history_set.contains(&ssrc) {
-                    tx.set_rtx_cache(
-                        crate::recovery::RTX_HISTORY_MAX_PACKETS,
-                        crate::recovery::RTX_HISTORY,
-                        Some(crate::recovery::RTX_RATIO_CAP),
-                    );
-                    history_set.push(ssrc);
+    /// The SRTP context for sending, once the DTLS handshake gave the keys.
+    pub fn srtp(&mut self, crypto: &str0m::config::CryptoProvider) -> Option<&mut SrtpTx> {
+        if self.srtp.is_none() {
+            let keys = self.keys.get()?;
+            match SrtpTx::new(crypto, keys) {
+                Ok(tx) => self.srtp = Some(tx),
+                Err(e) => {
+                    tracing::warn!(peer = self.id, error = %e, "cannot send SRTP");
+                    return None;
                 }
-                rtx.extend(tx.rtx().map(|r| *r));
             }
-            rtx
-        });
-        if let Ok(v) = found {
-            self.rtx_ssrcs = v;
         }
+        self.srtp.as_mut()
+    }
+
+    /// NACKed packets counted for the slow-link report: one when a second has many.
+    pub fn count_nacks(&mut self, n: u64, now: Instant) -> Option<Ev> {
+        if now.saturating_duration_since(self.nack_window.0) >= crate::recovery::STATS_INTERVAL
+        {
+            self.nack_window = (now, 0);
+        }
+        self.nack_window.1 += n;
+        self.slow_link(self.nack_window.1, false)
     }
 
     pub fn handle_input(&mut self, input: Input) -> Result<(), PeerFailure> {
@@ -389,15 +433,10 @@ impl Peer {
         metrics: &Metrics,
         events: &mut Vec<(PeerId, Ev)>,
     ) -> Result<(), PeerFailure> {
-        // str0m asks for a timeout "now" when it has more to do at once (its send queue):
-        // handled here, a few times, instead of a trip through the worker's timer (which
-        // sleeps at least a millisecond and costs a wake-up).
+        // str0m asks for a timeout "now" when it has more to do at once: handled here, a
+        // few times, instead of a trip through the worker's timer (which sleeps at least a
+        // millisecond and costs a wake-up).
         let mut immediate = 0;
-        if std::mem::take(&mut self.wrote) && self.rtc.is_alive() {
-            immediate += 1;
-            let now = Instant::now();
-            guarded(&mut self.rtc, |rtc| rtc.handle_input(Input::Timeout(now)))??;
-        }
         loop {
             if !self.rtc.is_alive() {
                 return Err(PeerFailure::NotAlive);
@@ -415,16 +454,11 @@ impl Peer {
                     return Ok(());
                 }
                 Output::Transmit(t) => {
+                    if !crate::stun::is_stun(&t.contents) {
+                        self.path = Some((t.proto, t.source, t.destination));
+                    }
                     match net.send(&t) {
-                        Ok(n) => {
-                            metrics.sent(t.proto, n);
-                            if !self.rtx_ssrcs.is_empty()
-                                && rtp_ssrc(&t.contents)
-                                    .is_some_and(|s| self.rtx_ssrcs.contains(&s))
-                            {
-                                inc(&metrics.retransmitted_packets, 1);
-                            }
-                        }
+                        Ok(n) => metrics.sent(t.proto, n),
                         // A full socket buffer or TCP queue drops the packet, as the network would.
                         Err(e) => tracing::debug!(peer = self.id, error = %e, "send failed"),
                     }
@@ -445,18 +479,14 @@ impl Peer {
                             mid: m.mid,
                             kind: m.kind,
                         },
-                        Event::MediaData(d) => Ev::Media(d),
+                        Event::RtpPacket(p) => Ev::Rtp(p),
+                        Event::RawPacket(raw) => match *raw {
+                            RawPacket::RtcpRx(Rtcp::Nack(n)) => Ev::Nack(n),
+                            _ => continue,
+                        },
                         Event::KeyframeRequest(r) => Ev::KeyframeRequest(r),
                         Event::ChannelOpen(id, label) => Ev::ChannelOpen(id, label),
                         Event::ChannelData(d) => Ev::ChannelData(d),
-                        Event::MediaEgressStats(st) => {
-                            let d = self.nacks_in.delta(st.mid, st.rid, st.nacks);
-                            inc(&metrics.nacks_received, d);
-                            match self.slow_link(d, false) {
-                                Some(ev) => ev,
-                                None => continue,
-                            }
-                        }
                         Event::EgressBitrateEstimate(kind) => {
                             let before = self.estimate.bps();
                             if let BweKind::Remb { estimate, .. } = kind {
@@ -468,7 +498,7 @@ impl Peer {
                         }
                         Event::MediaIngressStats(st) => {
                             let d = self.nacks_out.delta(st.mid, st.rid, st.nacks);
-                            inc(&metrics.nacks_sent, d);
+                            crate::metrics::inc(&metrics.nacks_sent, d);
                             match self.slow_link(d, true) {
                                 Some(ev) => ev,
                                 None => continue,

@@ -1,25 +1,18 @@
-//! Loss recovery towards subscribers: their video codecs always get RTX and NACK, and it is
-//! made observable (NACK counts from str0m's periodic stats events, retransmissions by the
-//! RTX SSRC in the cleartext header of outgoing RTP).
+//! Loss recovery towards subscribers: their video codecs always get RTX and NACK (the SFU
+//! answers their NACKs itself, see [`crate::egress`]), and it is made observable (NACKs sent
+//! to publishers from str0m's periodic stats events).
 
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt, Rid};
 
 /// How long each packet sent to a subscriber is kept for retransmission: a NACK for it can
 /// be answered until then. libwebrtc's sender keeps max(1 s, 3 RTTs); Janus keeps
-/// `min_nack_queue` (200 ms) or more with the RTT. str0m's default of 3 s keeps three times
-/// as much for every stream of every subscriber, and that history is most of the SFU's
-/// memory in a call (`cargo xtask bench sfu`: peak RSS 36 MB with 3 s, 29 MB with 1 s).
+/// `min_nack_queue` (200 ms) or more with the RTT. What is kept is a reference to the
+/// publisher's payload, shared by all its subscribers, not a copy per subscriber.
 pub(crate) const RTX_HISTORY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// At most this many packets of history per stream (1 s of a 9 Mbit/s stream; the age
-/// above is the limit in practice).
-pub(crate) const RTX_HISTORY_MAX_PACKETS: usize = 1000;
-
-/// str0m's default: retransmissions may take at most this share of a stream's bitrate.
-pub(crate) const RTX_RATIO_CAP: f32 = 0.15;
-
-/// How often str0m reports per-stream stats (the NACK counters come from there).
+/// How often str0m reports a publisher's per-stream stats (the counters of NACKs sent come
+/// from there), and the window subscribers' NACKs are counted in for slow-link reports.
 pub(crate) const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// str0m's NACK counters are cumulative per (mid, rid); this remembers the last value seen

@@ -23,6 +23,9 @@ pub trait RelayPort: Send {
     /// of the socket), else whether it was relayed (false: no permission for `from`, or
     /// over a bandwidth cap).
     fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Option<bool>;
+    /// Whether `to` is a relayed address of the TURN server, so datagrams for it go to
+    /// [`RelayPort::send`] (the SFU builds them elsewhere than in its socket's batch then).
+    fn relays(&mut self, to: SocketAddr) -> bool;
     /// Deliver what `send` collected (the worker calls it before it waits again).
     fn flush(&mut self);
 }

@@ -4,26 +4,15 @@
 //! rest still decodes); going down is immediate, going up waits for a frame the higher layer
 //! can start from (a layer sync frame or a keyframe).
 
-use str0m::format::CodecExtra;
+use str0m::format::Codec;
 
 /// All temporal layers.
 pub(crate) const ALL: u8 = u8::MAX;
 
-/// The temporal layer id of a frame and whether the layer can be joined at it (VP8's `Y`
-/// layer sync bit; for VP9 str0m does not report switching points, so only a keyframe),
-/// when the codec says.
-pub(crate) fn frame_layer(extra: &CodecExtra) -> Option<(u8, bool)> {
-    match extra {
-        CodecExtra::Vp8(e) => Some((e.layer_index, e.sync || e.is_keyframe)),
-        CodecExtra::Vp9(e) => e.tid.map(|t| (t, e.is_keyframe)),
-        _ => None,
-    }
-}
-
-/// Whether going up to a higher temporal layer needs a keyframe (the codec reports no
-/// layer sync frames).
-pub(crate) fn up_needs_keyframe(extra: &CodecExtra) -> bool {
-    matches!(extra, CodecExtra::Vp9(_))
+/// Whether going up to a higher temporal layer needs a keyframe (the codec's switching
+/// points are not read: VP9's `U` bit is left aside, as before packet forwarding).
+pub(crate) fn up_needs_keyframe(codec: Codec) -> bool {
+    codec == Codec::Vp9
 }
 
 /// Decide for one frame whether a viewer gets it. `cap` is the highest temporal layer being

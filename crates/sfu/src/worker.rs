@@ -16,13 +16,14 @@ use rand::distr::Alphanumeric;
 use str0m::bwe::Bitrate;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::CodecConfig;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, IceCreds, Input, Output, Rtc};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::egress::Clock;
 use crate::metrics::{Metrics, gauge, inc};
 use crate::net::{Net, RecvBatch, TcpIn};
 use crate::peer::{
@@ -40,6 +41,11 @@ pub(crate) const SUBSCRIBER_CHANNEL: &str = "JanusDataChannel";
 
 /// How often a publisher is reminded of its bitrate cap.
 const REMB_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the streams the SFU sends a subscriber get an RTCP sender report (str0m's
+/// interval for video; the receiver maps RTP time to wall-clock time with them, for
+/// lip sync).
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A publisher track without a frame for this long is reported as not receiving (Janus'
 /// `no_media_timer` is one second).
@@ -121,6 +127,8 @@ pub(crate) struct Worker {
     touched: Vec<PeerId>,
     /// Buffers the per-packet path reuses instead of allocating per batch or frame.
     scratch: Scratch,
+    /// The worker's clock against the wall clock (RTP header times, sender reports).
+    clock: Clock,
 }
 
 /// Reusable buffers of the forwarding path: taken, used, cleared and put back, so the
@@ -131,8 +139,16 @@ struct Scratch {
     events: Vec<(PeerId, Ev)>,
     /// The peers the events of one round touched (the next round's peers).
     dirty: Vec<PeerId>,
-    /// The subscribers a frame or message is forwarded to.
+    /// The subscribers a packet or message is forwarded to.
     subscribers: Vec<PeerId>,
+    /// A forwarded payload that differs from the publisher's (an RTX prefix, VP8 ids).
+    plain: Vec<u8>,
+    /// A compound RTCP packet being built (sender reports).
+    rtcp: Vec<u8>,
+    /// Its SRTCP form.
+    srtcp: Vec<u8>,
+    /// The peer polled right after its input.
+    dirty_now: Vec<PeerId>,
 }
 
 impl Scratch {
@@ -196,7 +212,7 @@ impl Worker {
         requests: mpsc::UnboundedReceiver<Request>,
         metrics: Arc<Metrics>,
     ) -> Result<Worker, StartError> {
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let crypto = Arc::new(crate::key_tap::provider(str0m::crypto::from_feature_flags()));
         let cert = crypto
             .dtls_provider
             .generate_certificate()
@@ -251,6 +267,7 @@ impl Worker {
             closing: Vec::new(),
             touched: Vec::new(),
             scratch: Scratch::default(),
+            clock: Clock::now(),
         })
     }
 
@@ -428,7 +445,7 @@ impl Worker {
                     return;
                 };
                 let (local, known) = (conn.local, conn.peer);
-                if let Some(id) = self.receive(Protocol::Tcp, &data, remote, local, known)
+                if let Some(id) = self.receive(Protocol::Tcp, &data, remote, local, known, net)
                     && let Some(c) = net.tcp.get_mut(&remote)
                 {
                     c.peer = Some(id);
@@ -444,6 +461,9 @@ impl Worker {
         let mut d = now + Duration::from_secs(1);
         for p in self.peers.values() {
             d = d.min(p.next_timeout);
+            if matches!(p.role, Role::Subscriber(_)) {
+                d = d.min(p.next_sr);
+            }
         }
         for p in &self.pending {
             d = d.min(p.deadline);
@@ -474,7 +494,7 @@ impl Worker {
         inc(&self.metrics.udp_rx_bytes, data.len() as u64);
         let mapped = self.by_addr.get(&source).copied();
         let destination = net.udp_candidate(source);
-        if let Some(id) = self.receive(Protocol::Udp, data, source, destination, mapped) {
+        if let Some(id) = self.receive(Protocol::Udp, data, source, destination, mapped, net) {
             debug!(peer = id, %source, "new 5-tuple for peer");
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.addrs.push(source);
@@ -498,6 +518,7 @@ impl Worker {
         source: SocketAddr,
         destination: SocketAddr,
         mapped: Option<PeerId>,
+        net: &Net,
     ) -> Option<PeerId> {
         let by_ufrag = crate::stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
         let known = match (by_ufrag, mapped) {
@@ -535,11 +556,25 @@ impl Worker {
             self.metrics.ignored(proto);
             return None;
         }
+        let is_publisher = matches!(peer.role, Role::Publisher(_));
+        if known.is_some() && !is_publisher && !crate::stun::is_stun(data) {
+            // The client's own datagrams travel its nominated candidate pair.
+            peer.path = Some((proto, destination, source));
+        }
         if let Err(e) = peer.handle_input(input) {
             self.fail_peer(id, e);
             return None;
         }
-        self.touched.push(id);
+        if is_publisher {
+            // str0m's RTP mode holds one received packet until the next poll: take it now.
+            let mut ids = std::mem::take(&mut self.scratch.dirty_now);
+            ids.clear();
+            ids.push(id);
+            self.drive_ids(&mut ids, net);
+            self.scratch.dirty_now = ids;
+        } else {
+            self.touched.push(id);
+        }
         known.is_none().then_some(id)
     }
 
@@ -568,6 +603,7 @@ impl Worker {
         if !due.is_empty() {
             self.drive_ids(&mut due, net);
         }
+        self.send_sender_reports(now, net);
         let (expired, waiting): (Vec<_>, Vec<_>) =
             self.pending.drain(..).partition(|p| p.deadline <= now);
         self.pending = waiting;
@@ -583,6 +619,43 @@ impl Worker {
                 ),
             ));
         }
+    }
+
+    /// RTCP sender reports for the streams the SFU sends subscribers, every
+    /// [`SENDER_REPORT_INTERVAL`]: one compound packet per subscriber.
+    fn send_sender_reports(&mut self, now: Instant, net: &Net) {
+        let clock = self.clock;
+        let mut plain = std::mem::take(&mut self.scratch.rtcp);
+        let mut sealed = std::mem::take(&mut self.scratch.srtcp);
+        for p in self.peers.values_mut() {
+            if p.next_sr > now {
+                continue;
+            }
+            p.next_sr = now + SENDER_REPORT_INTERVAL;
+            let Role::Subscriber(s) = &p.role else {
+                continue;
+            };
+            plain.clear();
+            for e in s.tracks.iter().filter_map(|t| t.egress.as_ref()) {
+                e.sender_report(&clock, now, &mut plain);
+            }
+            let Some((proto, from, to)) = p.path else {
+                continue;
+            };
+            if plain.is_empty() {
+                continue;
+            }
+            let Some(srtp) = p.srtp(&self.crypto) else {
+                continue;
+            };
+            if srtp.protect_rtcp(&plain, &mut sealed).is_ok()
+                && let Ok(n) = net.send_to(proto, from, to, &sealed)
+            {
+                self.metrics.sent(proto, n);
+            }
+        }
+        self.scratch.rtcp = plain;
+        self.scratch.srtcp = sealed;
     }
 
     /// Cap publishers at their bitrate with a REMB every couple of seconds (Janus does the
@@ -688,7 +761,7 @@ impl Worker {
                 }
             }
             next.clear();
-            self.on_events(events.drain(..), &mut next);
+            self.on_events(events.drain(..), &mut next, net);
             std::mem::swap(ids, &mut next);
         }
         // Whatever is left is polled on the next timer round, right away.

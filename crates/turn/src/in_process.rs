@@ -55,6 +55,12 @@ impl ToClients {
         Some(sent)
     }
 
+    /// Whether `to` is an open relayed address of ours (datagrams for it go to [`Self::send`]).
+    pub fn relays(&mut self, to: SocketAddr) -> bool {
+        self.relays.refresh(&self.server);
+        self.relays.get(&self.server, to).is_some()
+    }
+
     /// Deliver what [`Self::send`] collected to the clients.
     pub fn flush(&mut self) {
         self.out.flush(&self.server.metrics, &mut self.streams);

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// str0m's interval for RTCP reports on subscriber connections: never (the SFU sends the
+/// sender reports of the streams it feeds; str0m's would say nothing was sent).
+const NO_STR0M_REPORTS: Duration = Duration::from_secs(1000 * 24 * 3600);
+
 impl Worker {
     pub(super) fn on_request(&mut self, req: Request, net: &Net) {
         let Request { cmd, reply } = req;
@@ -98,20 +102,26 @@ impl Worker {
         let _ = reply.send(out);
     }
 
-    /// A str0m instance with our ICE credentials and certificate; `codecs` for a
-    /// subscriber (the publisher's, with REMB feedback instead of transport-cc), str0m's
-    /// defaults for a publisher (with `opus_dtx`, Opus asking for DTX). Towards
-    /// subscribers the client estimates its link itself and reports it with REMB, which the
-    /// layer choice follows: send-side estimation (TWCC) would bring str0m's pacer, which
-    /// spreads every frame over most of a frame interval (10-60 ms more video latency in
-    /// `cargo xtask bench sfu`) and queues a stream that is above its estimate.
-    pub(super) fn new_rtc(&self, codecs: Option<CodecConfig>) -> (Rtc, String) {
+    /// A str0m instance with our ICE credentials and certificate, and the slot its SRTP keys
+    /// arrive in; `codecs` for a subscriber (the publisher's, with REMB feedback instead of
+    /// transport-cc), str0m's defaults for a publisher (with `opus_dtx`, Opus asking for
+    /// DTX). Towards subscribers the client estimates its link itself and reports it with
+    /// REMB, which the layer choice follows: send-side estimation (TWCC) would bring str0m's
+    /// pacer, which spreads every frame over most of a frame interval (10-60 ms more video
+    /// latency in `cargo xtask bench sfu`) and queues a stream that is above its estimate.
+    ///
+    /// A publisher's str0m runs in RTP mode: it decrypts and reports each packet without
+    /// reassembling frames, and the SFU forwards packets. A subscriber's str0m sends no
+    /// media (the SFU does, [`crate::egress`]): it reports the client's RTCP (NACKs among
+    /// them, as raw packets) and sends no sender reports of its own for streams it never
+    /// fed (the SFU sends them).
+    pub(super) fn new_rtc(
+        &self,
+        codecs: Option<CodecConfig>,
+    ) -> (Rtc, String, Arc<crate::key_tap::KeySlot>) {
         let ufrag = random_string(8);
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
-            .set_stats_interval(Some(crate::recovery::STATS_INTERVAL))
-            // The retransmission history is set per stream once the subscriber answered
-            // (`Peer::learn_tx_streams`).
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.cert.clone())
             .set_local_ice_credentials(IceCreds {
@@ -122,18 +132,81 @@ impl Worker {
             let params = crate::silence::with_opus_dtx(cfg.codec_config().params());
             *cfg.codec_config() = CodecConfig::new_from_payload_params(params);
         }
-        if let Some(c) = codecs {
-            *cfg.codec_config() = c;
-            // Chrome's map without transport-wide-cc (3): no TWCC feedback, REMB instead.
-            use str0m::rtp::Extension;
-            cfg = cfg
-                .clear_extension_map()
-                .set_extension(1, Extension::AudioLevel)
-                .set_extension(2, Extension::AbsoluteSendTime)
-                .set_extension(4, Extension::RtpMid)
-                .set_extension(13, Extension::VideoOrientation);
+        match codecs {
+            None => {
+                cfg = cfg
+                    .set_rtp_mode(true)
+                    .set_stats_interval(Some(crate::recovery::STATS_INTERVAL));
+            }
+            Some(c) => {
+                *cfg.codec_config() = c;
+                // Chrome's map without transport-wide-cc (3): no TWCC feedback, REMB instead.
+                use str0m::rtp::Extension;
+                cfg = cfg
+                    .clear_extension_map()
+                    .set_extension(1, Extension::AudioLevel)
+                    .set_extension(2, Extension::AbsoluteSendTime)
+                    .set_extension(4, Extension::RtpMid)
+                    .set_extension(13, Extension::VideoOrientation)
+                    .set_stats_interval(None)
+                    .enable_raw_packets(true)
+                    .set_rtcp_report_interval_audio(NO_STR0M_REPORTS)
+                    .set_rtcp_report_interval_video(NO_STR0M_REPORTS);
+            }
         }
-        (cfg.build(Instant::now()), ufrag)
+        let (rtc, keys) = crate::key_tap::tapped(|| cfg.build(Instant::now()));
+        (rtc, ufrag, keys)
+    }
+
+    /// Give each outgoing stream of a subscriber that answered the SFU's sending state (its
+    /// SSRCs, payload types and header extensions as negotiated), or update it after a
+    /// renegotiation.
+    pub(super) fn setup_egress(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Peer { rtc, role, .. } = peer;
+        let Role::Subscriber(s) = role else {
+            return;
+        };
+        let r = guarded(rtc, |rtc| {
+            for t in &mut s.tracks {
+                let Some((ssrc, rtx)) = rtc
+                    .direct_api()
+                    .stream_tx_by_mid(t.mid, None)
+                    .map(|tx| (*tx.ssrc(), tx.rtx().map(|r| *r)))
+                else {
+                    continue;
+                };
+                let Some(media) = rtc.media(t.mid) else {
+                    continue;
+                };
+                let (pts, clock_rate, ext) = crate::egress::negotiated(
+                    rtc.codec_config().params(),
+                    media.remote_pts(),
+                    media.remote_extmap(),
+                    t.mid,
+                    media.kind(),
+                );
+                match &mut t.egress {
+                    Some(e) => e.renegotiated(pts, ext),
+                    None => {
+                        t.egress = Some(crate::egress::Egress::new(
+                            ssrc,
+                            rtx,
+                            pts,
+                            ext,
+                            clock_rate,
+                            media.kind() == MediaKind::Video,
+                            crate::recovery::RTX_HISTORY,
+                        ))
+                    }
+                }
+            }
+        });
+        if r.is_err() {
+            self.fail_peer(id, PeerFailure::Panic);
+        }
     }
 
     /// Our candidates, in the order clients should prefer them: UDP (IPv4, IPv6), then
@@ -252,7 +325,7 @@ impl Worker {
             }
             self.close_peer(id, "replaced by a new offer", true);
         }
-        let (mut rtc, ufrag) = self.new_rtc(None);
+        let (mut rtc, ufrag, keys) = self.new_rtc(None);
         let cands = self.local_candidates();
         if cands.is_empty() {
             return error("processing_failed", "the SFU has no usable host candidate");
@@ -288,20 +361,22 @@ impl Worker {
                 subscribers: Vec::new(),
                 params: Vec::new(),
                 up_announced: false,
+                ssrcs: Vec::new(),
             }),
             next_timeout: now,
-            wrote: false,
             last_rx: now,
             connected: false,
             addrs: Vec::new(),
             max_bitrate,
             next_remb: now,
-            rtx_ssrcs: Vec::new(),
-            history_set: Vec::new(),
-            nacks_in: Default::default(),
             nacks_out: Default::default(),
+            nack_window: (now, 0),
             estimate: Default::default(),
             next_slow_link: now,
+            keys,
+            srtp: None,
+            path: None,
+            next_sr: now,
         });
         info!(peer = id, %session, stream = stream.as_str(), "publisher created");
         let mut dirty = vec![id];
@@ -433,7 +508,7 @@ impl Worker {
         let codecs = CodecConfig::new_from_payload_params(crate::bwe::with_remb(
             crate::recovery::with_rtx(params),
         ));
-        let (mut rtc, ufrag) = self.new_rtc(Some(codecs));
+        let (mut rtc, ufrag, keys) = self.new_rtc(Some(codecs));
         let cands = self.local_candidates();
         if cands.is_empty() {
             return error("processing_failed", "the SFU has no usable host candidate");
@@ -488,18 +563,19 @@ impl Worker {
                 last_offer: offer.clone(),
             }),
             next_timeout: now,
-            wrote: false,
             last_rx: now,
             connected: false,
             addrs: Vec::new(),
             max_bitrate: 0,
             next_remb: now,
-            rtx_ssrcs: Vec::new(),
-            history_set: Vec::new(),
-            nacks_in: Default::default(),
             nacks_out: Default::default(),
+            nack_window: (now, 0),
             estimate: Default::default(),
             next_slow_link: now,
+            keys,
+            srtp: None,
+            path: None,
+            next_sr: now,
         });
         self.selections.insert(id, selection);
         info!(peer = id, %subscriber, %publisher, stream = stream.as_str(), sid = %new_sid, "subscriber created");
@@ -626,7 +702,7 @@ impl Worker {
         match r {
             Ok(Ok(())) => {
                 // str0m declares the outgoing streams (and their RTX SSRCs) on the answer.
-                peer.learn_tx_streams();
+                self.setup_egress(id);
                 let mut dirty = vec![id];
                 // Tracks the publisher added while this offer was out.
                 self.update_subscriber(id, &mut dirty);

@@ -1,10 +1,13 @@
 //! The worker's reactions to str0m events: publisher tracks, connection state, and the
 //! forwarding of media frames, data channel messages and keyframe requests.
 
-use str0m::format::CodecExtra;
-use str0m::media::MediaTime;
+use str0m::format::Codec;
+use str0m::rtp::RtpPacket;
+use str0m::rtp::rtcp::Nack;
 
 use super::*;
+use crate::descriptor::PayloadInfo;
+use crate::egress::Meta;
 
 impl Worker {
     /// Act on events; `dirty` gets the peers whose Rtc got new input and needs polling.
@@ -12,12 +15,18 @@ impl Worker {
         &mut self,
         events: impl Iterator<Item = (PeerId, Ev)>,
         dirty: &mut Vec<PeerId>,
+        net: &Net,
     ) {
         for (id, ev) in events {
             match ev {
                 Ev::Connected => self.on_connected(id, dirty),
                 Ev::MediaAdded { mid, kind } => self.on_media_added(id, mid, kind, &[], dirty),
-                Ev::Media(data) => self.forward_media(id, data, dirty),
+                Ev::Rtp(pkt) => self.forward_rtp(id, pkt, dirty, net),
+                Ev::Nack(nack) => {
+                    if let Some(slow) = self.on_nack(id, &nack, net) {
+                        self.on_events(std::iter::once((id, slow)), dirty, net);
+                    }
+                }
                 Ev::KeyframeRequest(req) => {
                     let Some(sub) = self.peers.get_mut(&id) else {
                         continue;
@@ -115,11 +124,16 @@ impl Worker {
         }
         let mut params = Vec::new();
         for t in &p.tracks {
-            if let Ok(Some(w)) = guarded(&mut peer.rtc, |rtc| {
-                rtc.writer(t.mid)
-                    .map(|w| w.payload_params().copied().collect::<Vec<_>>())
-            }) {
-                params.extend(w);
+            if let Some(media) = peer.rtc.media(t.mid) {
+                let pts = media.remote_pts();
+                params.extend(
+                    peer.rtc
+                        .codec_config()
+                        .params()
+                        .iter()
+                        .filter(|p| pts.contains(&p.pt()))
+                        .copied(),
+                );
             }
         }
         debug!(
@@ -164,200 +178,375 @@ impl Worker {
         }
     }
 
-    /// Forward one frame of a publisher to its subscribers. Per subscriber video track one
-    /// simulcast layer goes out: the best one being sent that the selection allows
-    /// ([`TrackIn::choose_layer`]). A switch waits for a keyframe of the new layer (asked
-    /// for while waiting) and maps its timestamps onto the subscriber's timeline.
-    pub(super) fn forward_media(
+    /// Forward one RTP packet of a publisher to its subscribers. Per subscriber video track
+    /// one simulcast layer goes out: the best one being sent that the selection allows
+    /// ([`TrackIn::choose_layer`]). Whether a frame goes to a viewer is decided at its first
+    /// packet (its layer, its temporal layer, the viewer's estimate) and its other packets
+    /// follow. A switch waits for a keyframe of the new layer (asked for while waiting) and
+    /// continues the viewer's sequence numbers and timeline. The packet is sent by the SFU
+    /// itself ([`crate::egress`]), encrypted once per viewer straight into the send buffer.
+    pub(super) fn forward_rtp(
         &mut self,
         pub_id: PeerId,
-        data: MediaData,
+        pkt: RtpPacket,
         dirty: &mut Vec<PeerId>,
+        net: &Net,
     ) {
         let interval = self.cfg.keyframe_interval;
         let now = Instant::now();
         let Some(publisher) = self.peers.get_mut(&pub_id) else {
             return;
         };
-        let Role::Publisher(p) = &mut publisher.role else {
+        let Peer {
+            rtc,
+            role,
+            session,
+            stream,
+            ..
+        } = publisher;
+        let Role::Publisher(p) = role else {
             return;
         };
-        let Some(track) = p.tracks.iter_mut().find(|t| t.mid == data.mid) else {
+        let ssrc = *pkt.header.ssrc;
+        let (mid, rid) = match p.ssrcs.iter().find(|(s, _, _)| *s == ssrc) {
+            Some((_, m, r)) => (*m, *r),
+            None => {
+                let found = guarded(rtc, |rtc| {
+                    rtc.direct_api()
+                        .stream_rx(&pkt.header.ssrc)
+                        .map(|s| (s.mid(), s.rid()))
+                });
+                let Ok(Some((m, r))) = found else {
+                    return;
+                };
+                p.ssrcs.push((ssrc, m, r));
+                (m, r)
+            }
+        };
+        let Some(track) = p.tracks.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
-        if let Some(rid) = data.rid {
+        let pt = *pkt.header.payload_type;
+        let Some((codec, clock_hz)) = track.codec_of(pt, &p.params) else {
+            return;
+        };
+        let arrival = pkt.timestamp;
+        let bytes = pkt.payload.len();
+        if let Some(rid) = rid {
             track.saw_layer(rid, now);
-            track.rates.add(rid, data.data.len(), now);
+            track.rates.add(rid, bytes, now);
         }
         track.last_frame = Some(now);
         if !track.receiving {
             track.receiving = true;
             let _ = self.events.send(McuEvent::MediaReceiving {
-                session: publisher.session.clone(),
-                stream: publisher.stream,
+                session: session.clone(),
+                stream: *stream,
                 kind: mcu_kind(track.kind),
                 receiving: true,
             });
         }
         let kind = track.kind;
+        let ext = &pkt.header.ext_vals;
         if kind == MediaKind::Audio
             && self.cfg.thin_silent_audio
-            && !track
-                .silence
-                .forward(data.ext_vals.audio_level, data.network_time)
+            && !track.silence.forward(ext.audio_level, arrival)
         {
             inc(&self.metrics.silent_audio_thinned, 1);
             return;
         }
+        let info = if kind == MediaKind::Video {
+            crate::descriptor::parse(codec, &pkt.payload).unwrap_or_else(|e| {
+                debug!(peer = pub_id, error = %e, "forwarding a packet whose payload descriptor does not parse");
+                PayloadInfo::default()
+            })
+        } else {
+            PayloadInfo {
+                keyframe: true,
+                ..Default::default()
+            }
+        };
+        let meta = Meta {
+            marker: pkt.header.marker,
+            audio_level: ext
+                .audio_level
+                .map(|l| (ext.voice_activity.unwrap_or(false), l.unsigned_abs())),
+            video_orientation: ext.video_orientation.map(|o| o as u8),
+        };
         let subscribers = self.scratch.subscribers(&p.subscribers);
         // Layers some viewer waits for a keyframe of (to start or switch).
         let mut want_keyframe: Vec<Option<Rid>> = Vec::new();
-        if !data.contiguous && kind == MediaKind::Video {
-            want_keyframe.push(data.rid);
-        }
-        // A codec whose keyframes str0m cannot tell: any frame may start a layer.
-        let starts_layer = data.is_keyframe() || matches!(data.codec_extra, CodecExtra::None);
-        let clock_hz = data.time.frequency().get();
-        let frame_layer = crate::temporal::frame_layer(&data.codec_extra);
-        let ts = data.time.numer() as u32;
+        let ts = pkt.header.timestamp;
+        let seq = *pkt.seq_no;
+        let max = crate::egress::Egress::max_len(bytes);
         for &sub_id in &subscribers {
-            let substream = self.selections.get(&sub_id).and_then(|s| s.substream);
-            let temporal = self.selections.get(&sub_id).and_then(|s| s.temporal);
-            let wanted_kind = self.selections.get(&sub_id).and_then(|s| match kind {
-                MediaKind::Audio => s.audio,
-                MediaKind::Video => s.video,
-            });
-            if wanted_kind == Some(false) {
-                continue;
-            }
-            // The subscriber's estimate and current layer decide among the layers sent.
-            let (estimate, mut cap, current) = match self.peers.get(&sub_id) {
+            let decided = match self.peers.get(&sub_id) {
                 Some(Peer {
                     role: Role::Subscriber(s),
-                    estimate,
+                    connected: true,
                     ..
-                }) => {
-                    let out = s.tracks.iter().find(|t| t.source == data.mid);
-                    (
-                        *estimate,
-                        out.map(|t| t.cap).unwrap_or_default(),
-                        out.and_then(|t| t.layer),
-                    )
-                }
-                _ => (Default::default(), Default::default(), None),
+                }) => s
+                    .tracks
+                    .iter()
+                    .find(|t| t.source == mid)
+                    .map(|t| t.decided(rid, ts)),
+                _ => continue,
             };
-            let target = match (data.rid, self.peers.get(&pub_id)) {
-                (Some(_), Some(pp)) => match &pp.role {
-                    Role::Publisher(p) => {
-                        p.tracks.iter().find(|t| t.mid == data.mid).and_then(|t| {
-                            t.choose_layer_within(substream, now, &estimate, &mut cap, current)
-                        })
-                    }
-                    Role::Subscriber(_) => None,
-                },
-                _ => None,
+            let Some(decided) = decided else {
+                continue;
+            };
+            let forward = match decided {
+                Some(d) => d,
+                None => self.decide_frame(
+                    pub_id,
+                    sub_id,
+                    (mid, rid, ts),
+                    (kind, codec),
+                    &info,
+                    now,
+                    &mut want_keyframe,
+                ),
             };
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
-            if !sub.connected {
+            if sub.srtp(&self.crypto).is_none() {
                 continue;
             }
-            let Role::Subscriber(s) = &mut sub.role else {
+            let Peer {
+                srtp: Some(srtp),
+                role: Role::Subscriber(s),
+                path: Some(path),
+                estimate,
+                ..
+            } = sub
+            else {
                 continue;
             };
-            let Some(out) = s.tracks.iter_mut().find(|t| t.source == data.mid) else {
+            let path = *path;
+            let Some(out) = s.tracks.iter_mut().find(|t| t.source == mid) else {
                 continue;
             };
-            out.cap = cap;
-            // Changed only once the frame went out.
-            let mut timeline = out.timeline;
-            if data.rid.is_some() {
-                if target != out.layer && !want_keyframe.contains(&target) {
-                    want_keyframe.push(target);
+            let Some(egress) = out.egress.as_mut() else {
+                continue;
+            };
+            if !forward {
+                if out.ssrc_in == Some(ssrc) {
+                    egress.seq.skip(seq);
                 }
-                if data.rid != out.layer {
-                    if data.rid != target || !starts_layer {
-                        continue;
+                continue;
+            }
+            if out.ssrc_in != Some(ssrc) {
+                // A new layer (or the first packet, or a restarted publisher stream).
+                if out.ssrc_in.is_some() {
+                    out.timeline.switch(ts, arrival, clock_hz);
+                    egress.switched_layer();
+                }
+                egress.seq.switch(seq);
+                out.ssrc_in = Some(ssrc);
+                if out.layer != rid {
+                    debug!(peer = sub_id, mid = %out.mid, from = ?out.layer, to = ?rid, budget = ?estimate.video_budget(), "simulcast layer switch");
+                    if out.layer.is_some() {
+                        inc(&self.metrics.layer_switches, 1);
                     }
-                    timeline.switch(ts, data.network_time, clock_hz);
+                    out.layer = rid;
                 }
             }
-            // Temporal layers above the selection are left out.
-            if let Some((layer, sync)) = frame_layer {
-                let before = out.temporal;
-                if !crate::temporal::admit(&mut out.temporal, temporal, layer, sync, starts_layer) {
-                    if temporal.is_none_or(|t| t > before)
-                        && crate::temporal::up_needs_keyframe(&data.codec_extra)
-                        && !want_keyframe.contains(&data.rid)
-                    {
-                        want_keyframe.push(data.rid);
-                    }
-                    continue;
-                }
-            }
-            if kind == MediaKind::Video && out.needs_keyframe {
-                if starts_layer {
-                    out.needs_keyframe = false;
-                } else if !want_keyframe.contains(&data.rid) {
-                    want_keyframe.push(data.rid);
-                }
-            }
-            let out_mid = out.mid;
-            let time = MediaTime::new(
-                u64::from(timeline.map(ts, data.network_time)),
-                data.time.frequency(),
-            );
-            let wallclock = out
-                .last_wallclock
-                .map_or(data.network_time, |last| last.max(data.network_time));
-            let written = guarded(&mut sub.rtc, |rtc| {
-                let Some(w) = rtc.writer(out_mid) else {
-                    return Ok(false);
-                };
-                let Some(pt) = w.match_params(data.params) else {
-                    return Ok(false);
-                };
-                w.write(pt, wallclock, time, data.data.clone())
-                    .map(|_| true)
+            let ts_out = out.timeline.map(ts, arrival);
+            let clock = self.clock;
+            let plain = &mut self.scratch.plain;
+            let sent = net.send_built(path.0, path.1, path.2, max, |buf| {
+                egress.forward(
+                    srtp,
+                    &clock,
+                    buf,
+                    plain,
+                    seq,
+                    pt,
+                    ts_out,
+                    meta,
+                    &pkt.payload,
+                    info.vp8.as_ref(),
+                    arrival,
+                    now,
+                )
             });
-            match written {
-                Ok(Ok(true)) => {
-                    sub.wrote = true;
-                    out.last_wallclock = Some(wallclock);
-                    if out.layer != data.rid {
-                        debug!(peer = sub_id, mid = %out_mid, from = ?out.layer, to = ?data.rid, budget = ?sub.estimate.video_budget(), "simulcast layer switch");
-                        if out.layer.is_some() {
-                            inc(&self.metrics.layer_switches, 1);
-                        }
-                        out.layer = data.rid;
-                    }
-                    out.timeline = timeline;
-                    inc(&self.metrics.media_forwarded, 1);
-                    let bytes = data.data.len() as u64;
-                    match kind {
-                        MediaKind::Audio => {
-                            inc(&self.metrics.audio_frames_forwarded, 1);
-                            inc(&self.metrics.audio_bytes_forwarded, bytes);
-                        }
-                        MediaKind::Video => {
-                            inc(&self.metrics.video_frames_forwarded, 1);
-                            inc(&self.metrics.video_bytes_forwarded, bytes);
-                        }
-                    }
-                    dirty.push(sub_id);
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => self.fail_peer(sub_id, PeerFailure::Rtc(e)),
-                Err(e) => self.fail_peer(sub_id, e),
+            match sent {
+                Ok(Some(n)) => self.metrics.sent(path.0, n),
+                Ok(None) => continue,
+                Err(e) => debug!(peer = sub_id, error = %e, "send failed"),
+            }
+            inc(&self.metrics.media_forwarded, 1);
+            match kind {
+                MediaKind::Audio => inc(&self.metrics.audio_bytes_forwarded, bytes as u64),
+                MediaKind::Video => inc(&self.metrics.video_bytes_forwarded, bytes as u64),
             }
         }
         self.scratch.subscribers = subscribers;
         if kind == MediaKind::Video {
             for rid in want_keyframe {
-                self.request_keyframe_at(pub_id, data.mid, rid, interval, now, dirty);
+                self.request_keyframe_at(pub_id, mid, rid, interval, now, dirty);
             }
         }
+    }
+
+    /// Whether the frame (layer `rid`, timestamp `ts`) of publisher track `mid` goes to
+    /// subscriber `sub_id`, decided at its first packet and remembered for the others: the
+    /// layer its selection and estimate allow (a switch waits for a keyframe of it), the
+    /// temporal layers selected, audio or video turned off.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_frame(
+        &mut self,
+        pub_id: PeerId,
+        sub_id: PeerId,
+        (mid, rid, ts): (Mid, Option<Rid>, u32),
+        (kind, codec): (MediaKind, Codec),
+        info: &PayloadInfo,
+        now: Instant,
+        want_keyframe: &mut Vec<Option<Rid>>,
+    ) -> bool {
+        let selection = self.selections.get(&sub_id).copied().unwrap_or_default();
+        let wanted_kind = match kind {
+            MediaKind::Audio => selection.audio,
+            MediaKind::Video => selection.video,
+        };
+        // A codec whose keyframes are not told apart: any frame may start a layer.
+        let starts_layer = info.keyframe;
+        // The subscriber's estimate and current layer decide among the layers sent.
+        let (estimate, mut cap, current) = match self.peers.get(&sub_id) {
+            Some(Peer {
+                role: Role::Subscriber(s),
+                estimate,
+                ..
+            }) => {
+                let out = s.tracks.iter().find(|t| t.source == mid);
+                (
+                    *estimate,
+                    out.map(|t| t.cap).unwrap_or_default(),
+                    out.and_then(|t| t.layer),
+                )
+            }
+            _ => (Default::default(), Default::default(), None),
+        };
+        let target = match (rid, self.peers.get(&pub_id)) {
+            (Some(_), Some(pp)) => match &pp.role {
+                Role::Publisher(p) => p.tracks.iter().find(|t| t.mid == mid).and_then(|t| {
+                    t.choose_layer_within(selection.substream, now, &estimate, &mut cap, current)
+                }),
+                Role::Subscriber(_) => None,
+            },
+            _ => None,
+        };
+        let Some(Role::Subscriber(s)) = self.peers.get_mut(&sub_id).map(|p| &mut p.role) else {
+            return false;
+        };
+        let Some(out) = s.tracks.iter_mut().find(|t| t.source == mid) else {
+            return false;
+        };
+        out.cap = cap;
+        let forward = (|| {
+            if wanted_kind == Some(false) {
+                return false;
+            }
+            if rid.is_some() {
+                if target != out.layer && !want_keyframe.contains(&target) {
+                    want_keyframe.push(target);
+                }
+                if rid != out.layer && (rid != target || !starts_layer) {
+                    return false;
+                }
+            }
+            // Temporal layers above the selection are left out.
+            if let Some((layer, sync)) = info.temporal {
+                let before = out.temporal;
+                if !crate::temporal::admit(
+                    &mut out.temporal,
+                    selection.temporal,
+                    layer,
+                    sync,
+                    starts_layer,
+                ) {
+                    if selection.temporal.is_none_or(|t| t > before)
+                        && crate::temporal::up_needs_keyframe(codec)
+                        && !want_keyframe.contains(&rid)
+                    {
+                        want_keyframe.push(rid);
+                    }
+                    return false;
+                }
+            }
+            if kind == MediaKind::Video && out.needs_keyframe {
+                if starts_layer {
+                    out.needs_keyframe = false;
+                } else if !want_keyframe.contains(&rid) {
+                    want_keyframe.push(rid);
+                }
+            }
+            true
+        })();
+        out.decide(rid, ts, forward);
+        if forward {
+            match kind {
+                MediaKind::Audio => inc(&self.metrics.audio_frames_forwarded, 1),
+                MediaKind::Video => inc(&self.metrics.video_frames_forwarded, 1),
+            }
+        }
+        forward
+    }
+
+    /// A subscriber's NACK: each packet still kept is retransmitted on the stream's RTX SSRC
+    /// (RFC 4588). Returns a slow-link report when the subscriber NACKs many packets.
+    fn on_nack(&mut self, sub_id: PeerId, nack: &Nack, net: &Net) -> Option<Ev> {
+        let now = Instant::now();
+        let sub = self.peers.get_mut(&sub_id)?;
+        let seqs = || {
+            nack.reports.iter().flat_map(|e| {
+                std::iter::once(e.pid).chain(
+                    (0..16u16)
+                        .filter(move |b| e.blp & (1 << b) != 0)
+                        .map(move |b| e.pid.wrapping_add(b + 1)),
+                )
+            })
+        };
+        let count = seqs().count() as u64;
+        inc(&self.metrics.nacks_received, count);
+        let slow = sub.count_nacks(count, now);
+        if sub.srtp(&self.crypto).is_none() {
+            return slow;
+        }
+        let Peer {
+            srtp: Some(srtp),
+            role: Role::Subscriber(s),
+            path: Some(path),
+            ..
+        } = sub
+        else {
+            return slow;
+        };
+        let ssrc = *nack.ssrc;
+        let Some(egress) = s
+            .tracks
+            .iter_mut()
+            .filter_map(|t| t.egress.as_mut())
+            .find(|e| e.ssrc == ssrc)
+        else {
+            return slow;
+        };
+        let plain = &mut self.scratch.plain;
+        for seq in seqs() {
+            let Some(len) = egress.resendable(seq, now) else {
+                continue;
+            };
+            let max = crate::egress::Egress::max_len(len);
+            let sent = net.send_built(path.0, path.1, path.2, max, |buf| {
+                egress.resend(srtp, &self.clock, buf, plain, seq, now)
+            });
+            if let Ok(Some(n)) = sent {
+                self.metrics.sent(path.0, n);
+                inc(&self.metrics.retransmitted_packets, 1);
+            }
+        }
+        slow
     }
 
     pub(super) fn forward_channel(
@@ -465,15 +654,16 @@ impl Worker {
             return;
         }
         let r = guarded(&mut publisher.rtc, |rtc| {
-            rtc.writer(mid).map(|mut w| w.request_keyframe(rid, kind))
+            rtc.direct_api()
+                .stream_rx_by_mid(mid, rid)
+                .map(|s| s.request_keyframe(kind))
         });
         match r {
-            Ok(Some(Ok(()))) => {
+            Ok(Some(())) => {
                 inc(&self.metrics.keyframe_requests, 1);
                 dirty.push(pub_id);
             }
-            Ok(Some(Err(e))) => debug!(peer = pub_id, error = %e, "keyframe request failed"),
-            Ok(None) => {}
+            Ok(None) => debug!(peer = pub_id, %mid, ?rid, "no stream to ask for a keyframe"),
             Err(e) => self.fail_peer(pub_id, e),
         }
     }

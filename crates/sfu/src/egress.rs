@@ -1,0 +1,706 @@
+//! The SFU's own sending of forwarded media to a subscriber, one [`Egress`] per outgoing
+//! stream (m-line): the publisher's RTP packet gets the subscriber's SSRC, payload type,
+//! header extensions, a continuous sequence number and timestamp across simulcast and
+//! temporal switches (VP8 picture ids too), and is encrypted once, straight into the send
+//! buffer. It keeps what a NACK needs for an RFC 4588 retransmission (a reference to the
+//! publisher's payload, not a copy) and what a sender report says. str0m drives the rest of
+//! the connection (ICE, DTLS, data channels, the subscriber's RTCP feedback); its own media
+//! path would cost a frame copy, a packetization, a queue and a full timer tick per
+//! subscriber and packet.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::{Extension, ExtensionMap};
+
+use crate::descriptor::Vp8Ids;
+use crate::srtp_tx::{SRTP_MAX_OVERHEAD, SrtpTx};
+
+/// Packets kept per video stream for retransmission (the age limit,
+/// [`crate::recovery::RTX_HISTORY`], is the one that counts at normal rates).
+const HISTORY_SLOTS: usize = 512;
+
+/// A packet is not retransmitted twice within this time (a NACK repeated before the first
+/// retransmission could have arrived).
+const RESEND_GAP: Duration = Duration::from_millis(10);
+
+/// Retransmissions may take this share of a stream's bytes (str0m's default), plus
+/// [`RESEND_ALLOWANCE`] bytes a second so a low-rate stream can still repair a few.
+const RESEND_RATIO: f64 = 0.15;
+const RESEND_ALLOWANCE: u64 = 6_000;
+
+/// Largest RTP header we write: 12 bytes, the extension header, and the extensions.
+const MAX_HEADER: usize = 12 + 4 + 4 * 8;
+
+/// Header extension ids the subscriber negotiated (one-byte form, RFC 8285).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ExtIds {
+    pub mid: Option<(u8, Vec<u8>)>,
+    pub abs_send_time: Option<u8>,
+    pub audio_level: Option<u8>,
+    pub video_orientation: Option<u8>,
+}
+
+/// A publisher payload type and what it is towards this subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PtMap {
+    pub from: u8,
+    pub to: u8,
+    /// The subscriber's RTX payload type for it (no retransmission without one).
+    pub rtx: Option<u8>,
+}
+
+/// What a subscriber's answer settled for one outgoing stream: the payload types it took
+/// (with their RTX payload types; the subscriber was offered the publisher's payload types,
+/// so each maps to itself), the clock rate, and the header extensions to write.
+pub(crate) fn negotiated(
+    params: &[PayloadParams],
+    remote_pts: &[Pt],
+    extmap: &ExtensionMap,
+    mid: Mid,
+    kind: MediaKind,
+) -> (Vec<PtMap>, u32, ExtIds) {
+    let taken: Vec<&PayloadParams> = params
+        .iter()
+        .filter(|p| remote_pts.contains(&p.pt()))
+        .collect();
+    let pts = taken
+        .iter()
+        .map(|p| PtMap {
+            from: *p.pt(),
+            to: *p.pt(),
+            rtx: p.resend().map(|r| *r),
+        })
+        .collect();
+    let clock_rate = taken
+        .first()
+        .map_or(if kind == MediaKind::Audio { 48_000 } else { 90_000 }, |p| {
+            p.spec().clock_rate.get()
+        });
+    // One-byte header extensions only (ids 1..=14, RFC 8285 §4.2).
+    let id = |e: Extension| extmap.id_of(e).filter(|id| (1..=14).contains(id));
+    let audio = kind == MediaKind::Audio;
+    let ext = ExtIds {
+        mid: id(Extension::RtpMid).map(|i| (i, mid.to_string().into_bytes())),
+        abs_send_time: id(Extension::AbsoluteSendTime),
+        audio_level: id(Extension::AudioLevel).filter(|_| audio),
+        video_orientation: id(Extension::VideoOrientation).filter(|_| !audio),
+    };
+    (pts, clock_rate, ext)
+}
+
+/// What of the forwarded packet goes into the header besides the numbering.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Meta {
+    pub marker: bool,
+    /// (voice activity, level in -dBov 0..=127)
+    pub audio_level: Option<(bool, u8)>,
+    pub video_orientation: Option<u8>,
+}
+
+/// Continuous outgoing sequence numbers for incoming packets of whichever layer is sent:
+/// `out = in + delta` for the current layer from `since` on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqMap {
+    delta: i64,
+    since: u64,
+    last_in: Option<u64>,
+    /// The extended number the next new packet gets.
+    next_out: u64,
+}
+
+impl SeqMap {
+    pub fn new(first_out: u16) -> SeqMap {
+        SeqMap {
+            delta: 0,
+            since: u64::MAX,
+            last_in: None,
+            next_out: u64::from(first_out),
+        }
+    }
+
+    /// A new layer (or the first) starts with incoming packet `s`.
+    pub fn switch(&mut self, s: u64) {
+        self.delta = self.next_out as i64 - s as i64;
+        self.since = s;
+        self.last_in = None;
+    }
+
+    /// The outgoing extended number of incoming `s`: a new packet continues the sequence,
+    /// a late one (a retransmission from the publisher) gets its place if it is known.
+    pub fn map(&mut self, s: u64) -> Option<u64> {
+        if s < self.since {
+            return None;
+        }
+        let out = u64::try_from(s as i64 + self.delta).ok()?;
+        match self.last_in {
+            Some(last) if s <= last => (out + 1024 > self.next_out).then_some(out),
+            _ => {
+                self.last_in = Some(s);
+                self.next_out = self.next_out.max(out + 1);
+                Some(out)
+            }
+        }
+    }
+
+    /// Incoming `s` of the current layer is not sent (a temporal layer above the
+    /// selection): the numbers close up behind it. Earlier packets that arrive late are
+    /// then left out, as their place is no longer known.
+    pub fn skip(&mut self, s: u64) {
+        if s < self.since || self.last_in.is_some_and(|l| s <= l) {
+            return;
+        }
+        self.delta -= 1;
+        self.since = s + 1;
+        self.last_in = Some(s);
+    }
+}
+
+/// VP8 picture ids and TL0PICIDX continued across a simulcast switch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vp8Map {
+    pid_offset: u16,
+    tl0_offset: u8,
+    /// The last values sent.
+    last: Option<(u16, u8)>,
+    /// The offsets are to be recomputed at the next packet (a switch).
+    reset: bool,
+}
+
+impl Vp8Map {
+    /// The values to write for `ids`, or `None` when the payload is sent as it is.
+    fn map(&mut self, ids: &Vp8Ids) -> Option<(u16, u8)> {
+        let pid = ids.picture_id.map(|(_, v, _)| v);
+        let tl0 = ids.tl0_pic_idx.map(|(_, v)| v);
+        if self.reset {
+            self.reset = false;
+            if let Some((last_pid, last_tl0)) = self.last {
+                self.pid_offset = last_pid.wrapping_add(1).wrapping_sub(pid.unwrap_or(0));
+                self.tl0_offset = last_tl0.wrapping_add(1).wrapping_sub(tl0.unwrap_or(0));
+            }
+        }
+        let out = (
+            pid.unwrap_or(0).wrapping_add(self.pid_offset) & 0x7fff,
+            tl0.unwrap_or(0).wrapping_add(self.tl0_offset),
+        );
+        self.last = Some(out);
+        (self.pid_offset != 0 || self.tl0_offset != 0).then_some(out)
+    }
+}
+
+/// One packet as sent, for a retransmission.
+#[derive(Debug, Clone)]
+struct Sent {
+    out: u64,
+    at: Instant,
+    payload: Arc<[u8]>,
+    ts: u32,
+    pt: u8,
+    meta: Meta,
+    vp8: Option<(Vp8Ids, u16, u8)>,
+    resent: Option<Instant>,
+}
+
+/// Bytes sent and resent in the current and the last second.
+#[derive(Debug, Clone, Copy, Default)]
+struct ResendBudget {
+    window: Option<Instant>,
+    sent: u64,
+    sent_before: u64,
+    resent: u64,
+}
+
+impl ResendBudget {
+    fn roll(&mut self, now: Instant) {
+        match self.window {
+            Some(w) if now.saturating_duration_since(w) < Duration::from_secs(1) => {}
+            _ => {
+                self.window = Some(now);
+                self.sent_before = self.sent;
+                self.sent = 0;
+                self.resent = 0;
+            }
+        }
+    }
+
+    fn allows(&mut self, bytes: usize, now: Instant) -> bool {
+        self.roll(now);
+        let base = self.sent.max(self.sent_before) as f64;
+        let ok = (self.resent + bytes as u64) as f64 <= base * RESEND_RATIO + RESEND_ALLOWANCE as f64;
+        if ok {
+            self.resent += bytes as u64;
+        }
+        ok
+    }
+}
+
+/// The sending state of one outgoing stream.
+#[derive(Debug)]
+pub(crate) struct Egress {
+    pub ssrc: u32,
+    pub rtx_ssrc: Option<u32>,
+    pts: Vec<PtMap>,
+    ext: ExtIds,
+    pub seq: SeqMap,
+    rtx_next: u64,
+    vp8: Vp8Map,
+    /// Retransmission history (video with RTX only).
+    history: Vec<Option<Sent>>,
+    history_age: Duration,
+    budget: ResendBudget,
+    /// For sender reports: packets and payload bytes sent, the clock rate, and the last
+    /// timestamp sent with the arrival time of its packet.
+    packets: u32,
+    octets: u32,
+    clock_rate: u32,
+    last: Option<(u32, Instant)>,
+}
+
+/// Where the worker's clock meets the wall clock (abs-send-time and NTP times).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    instant: Instant,
+    unix: Duration,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn unix(&self, at: Instant) -> Duration {
+        self.unix + at.saturating_duration_since(self.instant)
+    }
+
+    /// abs-send-time: seconds in 6.18 fixed point, modulo 64 s.
+    fn abs_send_time(&self, at: Instant) -> u32 {
+        let d = self.unix(at);
+        let secs = (d.as_secs() & 0x3f) as u32;
+        let frac = ((u64::from(d.subsec_nanos()) << 18) / 1_000_000_000) as u32;
+        (secs << 18 | frac) & 0x00ff_ffff
+    }
+
+    /// NTP time (RFC 5905): seconds since 1900 and the fraction, 32 bits each.
+    fn ntp(&self, at: Instant) -> (u32, u32) {
+        let d = self.unix(at);
+        let secs = (d.as_secs() + 2_208_988_800) as u32;
+        let frac = ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000) as u32;
+        (secs, frac)
+    }
+}
+
+/// A random starting sequence number (RFC 3550 §5.1), below 2^15 so the first ROC is 0
+/// with room to spare.
+fn first_seq() -> u16 {
+    rand::random::<u16>() & 0x7fff
+}
+
+impl Egress {
+    pub fn new(
+        ssrc: u32,
+        rtx_ssrc: Option<u32>,
+        pts: Vec<PtMap>,
+        ext: ExtIds,
+        clock_rate: u32,
+        video: bool,
+        history_age: Duration,
+    ) -> Egress {
+        let keeps = video && rtx_ssrc.is_some() && pts.iter().any(|p| p.rtx.is_some());
+        Egress {
+            ssrc,
+            rtx_ssrc,
+            pts,
+            ext,
+            seq: SeqMap::new(first_seq()),
+            rtx_next: u64::from(first_seq()),
+            vp8: Vp8Map::default(),
+            history: if keeps {
+                vec![None; HISTORY_SLOTS]
+            } else {
+                Vec::new()
+            },
+            history_age,
+            budget: ResendBudget::default(),
+            packets: 0,
+            octets: 0,
+            clock_rate,
+            last: None,
+        }
+    }
+
+    /// Update what the subscriber negotiated (a renegotiation may change it).
+    pub fn renegotiated(&mut self, pts: Vec<PtMap>, ext: ExtIds) {
+        self.pts = pts;
+        self.ext = ext;
+    }
+
+    /// The outgoing payload type for publisher payload type `pt`, if the subscriber took it.
+    pub fn maps(&self, pt: u8) -> Option<&PtMap> {
+        self.pts.iter().find(|p| p.from == pt)
+    }
+
+    /// A simulcast switch: VP8 ids continue from the last ones sent.
+    pub fn switched_layer(&mut self) {
+        self.vp8.reset = true;
+    }
+
+    /// Write the RTP header of one packet into `buf`; returns its length.
+    fn header(
+        &self,
+        buf: &mut [u8],
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        ssrc: u32,
+        meta: &Meta,
+        send_time: u32,
+    ) -> usize {
+        buf[0] = 0x80;
+        buf[1] = (u8::from(meta.marker) << 7) | (pt & 0x7f);
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        let mut at = 16;
+        if let Some((id, mid)) = &self.ext.mid
+            && !mid.is_empty()
+            && mid.len() <= 16
+        {
+            buf[at] = (id << 4) | (mid.len() as u8 - 1);
+            buf[at + 1..at + 1 + mid.len()].copy_from_slice(mid);
+            at += 1 + mid.len();
+        }
+        if let Some(id) = self.ext.abs_send_time {
+            buf[at] = (id << 4) | 2;
+            buf[at + 1..at + 4].copy_from_slice(&send_time.to_be_bytes()[1..]);
+            at += 4;
+        }
+        if let (Some(id), Some((voice, level))) = (self.ext.audio_level, meta.audio_level) {
+            buf[at] = id << 4;
+            buf[at + 1] = (u8::from(voice) << 7) | (level & 0x7f);
+            at += 2;
+        }
+        if let (Some(id), Some(o)) = (self.ext.video_orientation, meta.video_orientation) {
+            buf[at] = id << 4;
+            buf[at + 1] = o;
+            at += 2;
+        }
+        if at == 16 {
+            return 12;
+        }
+        while at % 4 != 0 {
+            buf[at] = 0;
+            at += 1;
+        }
+        buf[0] |= 0x10;
+        buf[12..14].copy_from_slice(&[0xbe, 0xde]);
+        buf[14..16].copy_from_slice(&(((at - 16) / 4) as u16).to_be_bytes());
+        at
+    }
+
+    /// The longest SRTP packet a payload of `len` bytes makes (header, RTX prefix, room
+    /// for the cipher).
+    pub fn max_len(len: usize) -> usize {
+        MAX_HEADER + 2 + len + SRTP_MAX_OVERHEAD
+    }
+
+    /// Encrypt one packet with `payload` (behind `prefix`, patched for VP8 when needed) into
+    /// `out` (at least [`Egress::max_len`] long); `plain` holds a changed plaintext.
+    #[allow(clippy::too_many_arguments)]
+    fn seal(
+        &self,
+        srtp: &mut SrtpTx,
+        out: &mut [u8],
+        plain: &mut Vec<u8>,
+        pt: u8,
+        index: u64,
+        ts: u32,
+        ssrc: u32,
+        meta: &Meta,
+        prefix: Option<[u8; 2]>,
+        payload: &[u8],
+        vp8: Option<&(Vp8Ids, u16, u8)>,
+        send_time: u32,
+    ) -> Option<usize> {
+        if out.len() < Self::max_len(payload.len()) {
+            return None;
+        }
+        let hlen = self.header(out, pt, index as u16, ts, ssrc, meta, send_time);
+        if prefix.is_none() && vp8.is_none() {
+            return srtp.protect_rtp(out, hlen, payload, index).ok();
+        }
+        // The plaintext differs from the publisher's: build it, then encrypt that copy.
+        plain.clear();
+        if let Some(p) = prefix {
+            plain.extend_from_slice(&p);
+        }
+        let at = plain.len();
+        plain.extend_from_slice(payload);
+        if let Some((ids, pid, tl0)) = vp8 {
+            ids.rewrite(&mut plain[at..], *pid, *tl0);
+        }
+        srtp.protect_rtp(out, hlen, plain, index).ok()
+    }
+
+    /// Write the SRTP packet for a forwarded publisher packet into `out` (at least
+    /// [`Egress::max_len`] long) and return its length: `s` is its extended sequence number
+    /// on its layer, `ts` the timestamp to send. `None` when it is not sent (a payload type
+    /// the subscriber did not take, a late packet whose place is not known, a cipher
+    /// failure).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &mut self,
+        srtp: &mut SrtpTx,
+        clock: &Clock,
+        out: &mut [u8],
+        plain: &mut Vec<u8>,
+        s: u64,
+        pt_in: u8,
+        ts: u32,
+        meta: Meta,
+        payload: &Arc<[u8]>,
+        vp8_ids: Option<&Vp8Ids>,
+        arrival: Instant,
+        now: Instant,
+    ) -> Option<usize> {
+        let pt = self.maps(pt_in)?.to;
+        let index = self.seq.map(s)?;
+        let vp8 = vp8_ids.and_then(|ids| self.vp8.map(ids).map(|(p, t)| (*ids, p, t)));
+        let send_time = clock.abs_send_time(now);
+        let n = self.seal(
+            srtp,
+            out,
+            plain,
+            pt,
+            index,
+            ts,
+            self.ssrc,
+            &meta,
+            None,
+            payload,
+            vp8.as_ref(),
+            send_time,
+        )?;
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(payload.len() as u32);
+        self.budget.roll(now);
+        self.budget.sent += payload.len() as u64;
+        if self.last.is_none_or(|(_, at)| arrival >= at) {
+            self.last = Some((ts, arrival));
+        }
+        if !self.history.is_empty() {
+            let slot = (index as usize) % HISTORY_SLOTS;
+            self.history[slot] = Some(Sent {
+                out: index,
+                at: now,
+                payload: payload.clone(),
+                ts,
+                pt,
+                meta,
+                vp8,
+                resent: None,
+            });
+        }
+        Some(n)
+    }
+
+    /// The payload length of the packet sent as `seq`, if a retransmission of it may go
+    /// now: it is still kept, was not just resent, and the stream's retransmission budget
+    /// allows it.
+    pub fn resendable(&mut self, seq: u16, now: Instant) -> Option<usize> {
+        self.rtx_ssrc?;
+        let slot = usize::from(seq) % HISTORY_SLOTS;
+        let sent = self.history.get(slot)?.as_ref()?;
+        if sent.out as u16 != seq || now.saturating_duration_since(sent.at) > self.history_age {
+            return None;
+        }
+        if sent
+            .resent
+            .is_some_and(|t| now.saturating_duration_since(t) < RESEND_GAP)
+        {
+            return None;
+        }
+        self.pts.iter().find(|p| p.to == sent.pt)?.rtx?;
+        let len = sent.payload.len();
+        self.budget.allows(len + 2, now).then_some(len)
+    }
+
+    /// Write an RFC 4588 retransmission of the packet sent as `seq` into `out` (at least
+    /// [`Egress::max_len`] of its payload long), after [`Egress::resendable`] said yes.
+    pub fn resend(
+        &mut self,
+        srtp: &mut SrtpTx,
+        clock: &Clock,
+        out: &mut [u8],
+        plain: &mut Vec<u8>,
+        seq: u16,
+        now: Instant,
+    ) -> Option<usize> {
+        let rtx_ssrc = self.rtx_ssrc?;
+        let slot = usize::from(seq) % HISTORY_SLOTS;
+        let sent = self.history.get(slot)?.as_ref()?;
+        let rtx_pt = self.pts.iter().find(|p| p.to == sent.pt)?.rtx?;
+        let index = self.rtx_next;
+        let n = self.seal(
+            srtp,
+            out,
+            plain,
+            rtx_pt,
+            index,
+            sent.ts,
+            rtx_ssrc,
+            &sent.meta,
+            Some(seq.to_be_bytes()),
+            &sent.payload,
+            sent.vp8.as_ref(),
+            clock.abs_send_time(now),
+        )?;
+        self.rtx_next += 1;
+        if let Some(Some(s)) = self.history.get_mut(slot) {
+            s.resent = Some(now);
+        }
+        Some(n)
+    }
+
+    /// This stream's sender report (RFC 3550 §6.4.1) appended to `buf`, once it sent
+    /// something: the RTP time now, extrapolated from the last packet's timestamp and
+    /// arrival.
+    pub fn sender_report(&self, clock: &Clock, now: Instant, buf: &mut Vec<u8>) {
+        let Some((ts, at)) = self.last else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(at);
+        let ticks = (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000) as u32;
+        let (secs, frac) = clock.ntp(now);
+        buf.extend_from_slice(&[0x80, 200, 0, 6]);
+        buf.extend_from_slice(&self.ssrc.to_be_bytes());
+        buf.extend_from_slice(&secs.to_be_bytes());
+        buf.extend_from_slice(&frac.to_be_bytes());
+        buf.extend_from_slice(&ts.wrapping_add(ticks).to_be_bytes());
+        buf.extend_from_slice(&self.packets.to_be_bytes());
+        buf.extend_from_slice(&self.octets.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_continue_across_switches_and_skips() {
+        let mut m = SeqMap::new(100);
+        m.switch(5000);
+        assert_eq!(m.map(5000), Some(100));
+        assert_eq!(m.map(5001), Some(101));
+        // A lost packet (5002) arrives late: it gets its own place.
+        assert_eq!(m.map(5003), Some(103));
+        assert_eq!(m.map(5002), Some(102));
+        // A temporal-layer packet left out: the next one closes the gap.
+        m.skip(5004);
+        assert_eq!(m.map(5005), Some(104));
+        // A late packet from before the skip has no place any more.
+        assert_eq!(m.map(5001), None);
+        // Another layer's numbers continue the sequence.
+        m.switch(70);
+        assert_eq!(m.map(70), Some(105));
+        assert_eq!(m.map(71), Some(106));
+        assert_eq!(m.map(69), None, "from before the switch");
+    }
+
+    #[test]
+    fn vp8_ids_continue_after_a_switch() {
+        let ids = |pid: u16, tl0: u8| Vp8Ids {
+            picture_id: Some((2, pid, true)),
+            tl0_pic_idx: Some((4, tl0)),
+        };
+        let mut m = Vp8Map::default();
+        assert_eq!(m.map(&ids(10, 3)), None, "sent as it is at first");
+        assert_eq!(m.map(&ids(11, 3)), None);
+        m.reset = true;
+        assert_eq!(m.map(&ids(500, 90)), Some((12, 4)));
+        assert_eq!(m.map(&ids(501, 90)), Some((13, 4)));
+        // Wrapping at 15 bits.
+        m.reset = true;
+        assert_eq!(m.map(&ids(0x7fff, 0)), Some((14, 5)));
+        assert_eq!(m.map(&ids(0, 1)), Some((15, 6)));
+    }
+
+    #[test]
+    fn headers_carry_the_negotiated_extensions() {
+        let e = Egress::new(
+            0x0102_0304,
+            None,
+            vec![PtMap {
+                from: 111,
+                to: 109,
+                rtx: None,
+            }],
+            ExtIds {
+                mid: Some((4, b"1".to_vec())),
+                abs_send_time: Some(2),
+                audio_level: Some(1),
+                video_orientation: None,
+            },
+            48_000,
+            false,
+            Duration::from_secs(1),
+        );
+        let mut buf = [0u8; MAX_HEADER];
+        let meta = Meta {
+            marker: true,
+            audio_level: Some((true, 30)),
+            video_orientation: Some(1),
+        };
+        let n = e.header(&mut buf, 109, 7, 960, e.ssrc, &meta, 0x123456);
+        assert_eq!(n, 12 + 4 + 8);
+        assert_eq!(buf[..4], [0x90, 0x80 | 109, 0, 7]);
+        assert_eq!(buf[8..12], [1, 2, 3, 4]);
+        assert_eq!(buf[12..16], [0xbe, 0xde, 0, 2]);
+        // mid "1", abs-send-time, audio level; the orientation was not negotiated.
+        assert_eq!(
+            buf[16..24],
+            [0x40, b'1', 0x22, 0x12, 0x34, 0x56, 0x10, 0x80 | 30]
+        );
+        // Padded to a word: the audio level alone.
+        let mut quiet = Egress::new(1, None, vec![], ExtIds::default(), 48_000, false, Duration::ZERO);
+        quiet.ext.audio_level = Some(1);
+        assert_eq!(quiet.header(&mut buf, 111, 1, 1, 1, &meta, 0), 12 + 4 + 4);
+        assert_eq!(buf[12..20], [0xbe, 0xde, 0, 1, 0x10, 0x80 | 30, 0, 0]);
+        // Without extensions: a bare 12-byte header.
+        let bare = Egress::new(1, None, vec![], ExtIds::default(), 90_000, true, Duration::ZERO);
+        assert_eq!(bare.header(&mut buf, 96, 1, 1, 1, &Meta::default(), 0), 12);
+        assert_eq!(buf[0], 0x80);
+    }
+
+    #[test]
+    fn clock_conversions() {
+        let c = Clock {
+            instant: Instant::now(),
+            unix: Duration::from_millis(64_500),
+        };
+        // 64.5 s: 0.5 s into the 64 s cycle, 2^17 in 6.18 fixed point.
+        assert_eq!(c.abs_send_time(c.instant), 1 << 17);
+        let (secs, frac) = c.ntp(c.instant + Duration::from_millis(500));
+        assert_eq!(secs, 2_208_988_800 + 65);
+        assert_eq!(frac, 0);
+    }
+
+    #[test]
+    fn the_resend_budget_follows_the_bytes_sent() {
+        let t0 = Instant::now();
+        let mut b = ResendBudget::default();
+        b.roll(t0);
+        b.sent = 100_000;
+        assert!(b.allows(15_000 + RESEND_ALLOWANCE as usize, t0));
+        assert!(!b.allows(100, t0), "the second's share is used up");
+        // The next second starts afresh, measured against the last one.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(b.allows(1_000, t1));
+    }
+}
