@@ -9,7 +9,7 @@ use str0m::format::Codec;
 
 /// What one packet's payload descriptor says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct PayloadInfo {
+pub struct PayloadInfo {
     /// The packet belongs to a keyframe (for VP8, VP9 and AV1: is its first packet).
     pub keyframe: bool,
     /// The temporal layer of its frame, and whether a viewer may switch up to that layer
@@ -21,7 +21,7 @@ pub(crate) struct PayloadInfo {
 
 /// Where VP8's picture id and TL0PICIDX sit in a payload, and their values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Vp8Ids {
+pub struct Vp8Ids {
     /// (offset, value, 15 bits wide rather than 7).
     pub picture_id: Option<(usize, u16, bool)>,
     /// (offset, value).
@@ -52,7 +52,7 @@ impl Vp8Ids {
 
 /// A payload descriptor that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum DescriptorError {
+pub enum DescriptorError {
     #[error("{codec} payload is empty")]
     Empty { codec: &'static str },
     #[error("{codec} payload descriptor ends early: {what} is missing")]
@@ -67,7 +67,7 @@ fn truncated(codec: &'static str, what: &'static str) -> DescriptorError {
 }
 
 /// Read the descriptor of one packet of `codec`.
-pub(crate) fn parse(codec: Codec, payload: &[u8]) -> Result<PayloadInfo, DescriptorError> {
+pub fn parse(codec: Codec, payload: &[u8]) -> Result<PayloadInfo, DescriptorError> {
     match codec {
         Codec::Vp8 => vp8(payload),
         Codec::Vp9 => vp9(payload),
@@ -95,7 +95,9 @@ fn vp8(p: &[u8]) -> Result<PayloadInfo, DescriptorError> {
         if x & 0x80 != 0 {
             let b = *p.get(at).ok_or(truncated(C, "the picture id"))?;
             if b & 0x80 != 0 {
-                let lo = *p.get(at + 1).ok_or(truncated(C, "the picture id's second byte"))?;
+                let lo = *p
+                    .get(at + 1)
+                    .ok_or(truncated(C, "the picture id's second byte"))?;
                 ids.picture_id = Some((at, u16::from(b & 0x7f) << 8 | u16::from(lo), true));
                 at += 2;
             } else {
@@ -220,7 +222,9 @@ fn h265(p: &[u8]) -> Result<PayloadInfo, DescriptorError> {
                     .get(at..at + 2)
                     .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
                     .ok_or(truncated(C, "an aggregated NAL unit size"))?;
-                let nal = *p.get(at + 2).ok_or(truncated(C, "an aggregated NAL unit"))?;
+                let nal = *p
+                    .get(at + 2)
+                    .ok_or(truncated(C, "an aggregated NAL unit"))?;
                 key |= h265_key_nal((nal >> 1) & 0x3f);
                 at += 2 + len;
             }
@@ -290,7 +294,10 @@ mod tests {
     #[test]
     fn truncated_descriptors_are_refused_by_name() {
         let e = parse(Codec::Vp8, &[0x90, 0x80]).expect_err("no picture id");
-        assert_eq!(e.to_string(), "VP8 payload descriptor ends early: the picture id is missing");
+        assert_eq!(
+            e.to_string(),
+            "VP8 payload descriptor ends early: the picture id is missing"
+        );
         assert!(parse(Codec::Vp8, &[0x90, 0x80, 0x80]).is_err());
         assert!(parse(Codec::Vp8, &[]).is_err());
         assert!(parse(Codec::Vp9, &[0xa0]).is_err());
@@ -311,7 +318,11 @@ mod tests {
         assert!(info.keyframe);
         assert_eq!(info.temporal, Some((1, true)));
         // Inter-predicted.
-        assert!(!parse(Codec::Vp9, &[0xe8, 0x01, 0x20]).expect("parses").keyframe);
+        assert!(
+            !parse(Codec::Vp9, &[0xe8, 0x01, 0x20])
+                .expect("parses")
+                .keyframe
+        );
         // Without layer indices: no temporal layer.
         assert_eq!(parse(Codec::Vp9, &[0x08]).expect("parses").temporal, None);
     }
@@ -322,8 +333,16 @@ mod tests {
         let stap = [24, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce];
         assert!(parse(Codec::H264, &stap).expect("parses").keyframe);
         // FU-A start of an IDR slice, and its continuation.
-        assert!(parse(Codec::H264, &[0x7c, 0x85, 0]).expect("parses").keyframe);
-        assert!(!parse(Codec::H264, &[0x7c, 0x05, 0]).expect("parses").keyframe);
+        assert!(
+            parse(Codec::H264, &[0x7c, 0x85, 0])
+                .expect("parses")
+                .keyframe
+        );
+        assert!(
+            !parse(Codec::H264, &[0x7c, 0x05, 0])
+                .expect("parses")
+                .keyframe
+        );
         // A single non-IDR slice.
         assert!(!parse(Codec::H264, &[0x41, 0]).expect("parses").keyframe);
         assert!(parse(Codec::H264, &[0x65, 0]).expect("parses").keyframe);
@@ -335,7 +354,11 @@ mod tests {
         assert!(parse(Codec::H265, &[19 << 1, 1]).expect("parses").keyframe);
         assert!(!parse(Codec::H265, &[1 << 1, 1]).expect("parses").keyframe);
         // FU start of an IDR.
-        assert!(parse(Codec::H265, &[49 << 1, 1, 0x80 | 19]).expect("parses").keyframe);
+        assert!(
+            parse(Codec::H265, &[49 << 1, 1, 0x80 | 19])
+                .expect("parses")
+                .keyframe
+        );
         // AV1: N set; Z (a continuation) set is not a start.
         assert!(parse(Codec::Av1, &[0x08]).expect("parses").keyframe);
         assert!(!parse(Codec::Av1, &[0x88]).expect("parses").keyframe);

@@ -36,7 +36,7 @@ const MAX_HEADER: usize = 12 + 4 + 4 * 8;
 
 /// Header extension ids the subscriber negotiated (one-byte form, RFC 8285).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ExtIds {
+pub struct ExtIds {
     pub mid: Option<(u8, Vec<u8>)>,
     pub abs_send_time: Option<u8>,
     pub audio_level: Option<u8>,
@@ -45,7 +45,7 @@ pub(crate) struct ExtIds {
 
 /// A publisher payload type and what it is towards this subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PtMap {
+pub struct PtMap {
     pub from: u8,
     pub to: u8,
     /// The subscriber's RTX payload type for it (no retransmission without one).
@@ -74,11 +74,14 @@ pub(crate) fn negotiated(
             rtx: p.resend().map(|r| *r),
         })
         .collect();
-    let clock_rate = taken
-        .first()
-        .map_or(if kind == MediaKind::Audio { 48_000 } else { 90_000 }, |p| {
-            p.spec().clock_rate.get()
-        });
+    let clock_rate = taken.first().map_or(
+        if kind == MediaKind::Audio {
+            48_000
+        } else {
+            90_000
+        },
+        |p| p.spec().clock_rate.get(),
+    );
     // One-byte header extensions only (ids 1..=14, RFC 8285 §4.2).
     let id = |e: Extension| extmap.id_of(e).filter(|id| (1..=14).contains(id));
     let audio = kind == MediaKind::Audio;
@@ -91,9 +94,46 @@ pub(crate) fn negotiated(
     (pts, clock_rate, ext)
 }
 
+/// A publisher packet to forward, as [`Egress::forward`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Its extended sequence number on its layer.
+    pub seq: u64,
+    /// The publisher's payload type.
+    pub pt: u8,
+    /// The timestamp to send (already on the viewer's timeline).
+    pub ts: u32,
+    pub meta: Meta,
+    pub payload: &'a Arc<[u8]>,
+    /// Its VP8 picture numbering, for continuing it across a switch.
+    pub vp8: Option<&'a Vp8Ids>,
+    /// When it arrived (sender reports extrapolate from it).
+    pub arrival: Instant,
+}
+
+/// The header of one packet the SFU sends.
+struct Head {
+    pt: u8,
+    /// Extended sequence number (the SRTP index).
+    index: u64,
+    ts: u32,
+    ssrc: u32,
+    meta: Meta,
+    send_time: u32,
+}
+
+/// The payload of one packet the SFU sends: the publisher's, behind an RTX prefix, with
+/// VP8 ids rewritten.
+#[derive(Clone, Copy)]
+struct Body<'a> {
+    prefix: Option<[u8; 2]>,
+    payload: &'a [u8],
+    vp8: Option<&'a (Vp8Ids, u16, u8)>,
+}
+
 /// What of the forwarded packet goes into the header besides the numbering.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Meta {
+pub struct Meta {
     pub marker: bool,
     /// (voice activity, level in -dBov 0..=127)
     pub audio_level: Option<(bool, u8)>,
@@ -103,7 +143,7 @@ pub(crate) struct Meta {
 /// Continuous outgoing sequence numbers for incoming packets of whichever layer is sent:
 /// `out = in + delta` for the current layer from `since` on.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SeqMap {
+pub struct SeqMap {
     delta: i64,
     since: u64,
     last_in: Option<u64>,
@@ -228,7 +268,8 @@ impl ResendBudget {
     fn allows(&mut self, bytes: usize, now: Instant) -> bool {
         self.roll(now);
         let base = self.sent.max(self.sent_before) as f64;
-        let ok = (self.resent + bytes as u64) as f64 <= base * RESEND_RATIO + RESEND_ALLOWANCE as f64;
+        let ok =
+            (self.resent + bytes as u64) as f64 <= base * RESEND_RATIO + RESEND_ALLOWANCE as f64;
         if ok {
             self.resent += bytes as u64;
         }
@@ -238,7 +279,7 @@ impl ResendBudget {
 
 /// The sending state of one outgoing stream.
 #[derive(Debug)]
-pub(crate) struct Egress {
+pub struct Egress {
     pub ssrc: u32,
     pub rtx_ssrc: Option<u32>,
     pts: Vec<PtMap>,
@@ -260,7 +301,7 @@ pub(crate) struct Egress {
 
 /// Where the worker's clock meets the wall clock (abs-send-time and NTP times).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
+pub struct Clock {
     instant: Instant,
     unix: Duration,
 }
@@ -352,21 +393,12 @@ impl Egress {
     }
 
     /// Write the RTP header of one packet into `buf`; returns its length.
-    fn header(
-        &self,
-        buf: &mut [u8],
-        pt: u8,
-        seq: u16,
-        ts: u32,
-        ssrc: u32,
-        meta: &Meta,
-        send_time: u32,
-    ) -> usize {
+    fn header(&self, buf: &mut [u8], h: &Head) -> usize {
         buf[0] = 0x80;
-        buf[1] = (u8::from(meta.marker) << 7) | (pt & 0x7f);
-        buf[2..4].copy_from_slice(&seq.to_be_bytes());
-        buf[4..8].copy_from_slice(&ts.to_be_bytes());
-        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        buf[1] = (u8::from(h.meta.marker) << 7) | (h.pt & 0x7f);
+        buf[2..4].copy_from_slice(&(h.index as u16).to_be_bytes());
+        buf[4..8].copy_from_slice(&h.ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&h.ssrc.to_be_bytes());
         let mut at = 16;
         if let Some((id, mid)) = &self.ext.mid
             && !mid.is_empty()
@@ -378,15 +410,15 @@ impl Egress {
         }
         if let Some(id) = self.ext.abs_send_time {
             buf[at] = (id << 4) | 2;
-            buf[at + 1..at + 4].copy_from_slice(&send_time.to_be_bytes()[1..]);
+            buf[at + 1..at + 4].copy_from_slice(&h.send_time.to_be_bytes()[1..]);
             at += 4;
         }
-        if let (Some(id), Some((voice, level))) = (self.ext.audio_level, meta.audio_level) {
+        if let (Some(id), Some((voice, level))) = (self.ext.audio_level, h.meta.audio_level) {
             buf[at] = id << 4;
             buf[at + 1] = (u8::from(voice) << 7) | (level & 0x7f);
             at += 2;
         }
-        if let (Some(id), Some(o)) = (self.ext.video_orientation, meta.video_orientation) {
+        if let (Some(id), Some(o)) = (self.ext.video_orientation, h.meta.video_orientation) {
             buf[at] = id << 4;
             buf[at + 1] = o;
             at += 2;
@@ -410,99 +442,84 @@ impl Egress {
         MAX_HEADER + 2 + len + SRTP_MAX_OVERHEAD
     }
 
-    /// Encrypt one packet with `payload` (behind `prefix`, patched for VP8 when needed) into
-    /// `out` (at least [`Egress::max_len`] long); `plain` holds a changed plaintext.
-    #[allow(clippy::too_many_arguments)]
+    /// Encrypt one packet into `out` (at least [`Egress::max_len`] long); `plain` holds a
+    /// plaintext that differs from the publisher's payload (an RTX prefix, VP8 ids).
     fn seal(
         &self,
         srtp: &mut SrtpTx,
         out: &mut [u8],
         plain: &mut Vec<u8>,
-        pt: u8,
-        index: u64,
-        ts: u32,
-        ssrc: u32,
-        meta: &Meta,
-        prefix: Option<[u8; 2]>,
-        payload: &[u8],
-        vp8: Option<&(Vp8Ids, u16, u8)>,
-        send_time: u32,
+        h: &Head,
+        body: Body<'_>,
     ) -> Option<usize> {
-        if out.len() < Self::max_len(payload.len()) {
+        if out.len() < Self::max_len(body.payload.len()) {
             return None;
         }
-        let hlen = self.header(out, pt, index as u16, ts, ssrc, meta, send_time);
-        if prefix.is_none() && vp8.is_none() {
-            return srtp.protect_rtp(out, hlen, payload, index).ok();
+        let hlen = self.header(out, h);
+        if body.prefix.is_none() && body.vp8.is_none() {
+            return srtp.protect_rtp(out, hlen, body.payload, h.index).ok();
         }
-        // The plaintext differs from the publisher's: build it, then encrypt that copy.
         plain.clear();
-        if let Some(p) = prefix {
+        if let Some(p) = body.prefix {
             plain.extend_from_slice(&p);
         }
         let at = plain.len();
-        plain.extend_from_slice(payload);
-        if let Some((ids, pid, tl0)) = vp8 {
+        plain.extend_from_slice(body.payload);
+        if let Some((ids, pid, tl0)) = body.vp8 {
             ids.rewrite(&mut plain[at..], *pid, *tl0);
         }
-        srtp.protect_rtp(out, hlen, plain, index).ok()
+        srtp.protect_rtp(out, hlen, plain, h.index).ok()
     }
 
-    /// Write the SRTP packet for a forwarded publisher packet into `out` (at least
-    /// [`Egress::max_len`] long) and return its length: `s` is its extended sequence number
-    /// on its layer, `ts` the timestamp to send. `None` when it is not sent (a payload type
-    /// the subscriber did not take, a late packet whose place is not known, a cipher
-    /// failure).
-    #[allow(clippy::too_many_arguments)]
+    /// Write the SRTP packet for forwarded publisher packet `pkt` into `out` (at least
+    /// [`Egress::max_len`] long) and return its length. `None` when it is not sent (a
+    /// payload type the subscriber did not take, a late packet whose place is not known, a
+    /// cipher failure).
     pub fn forward(
         &mut self,
         srtp: &mut SrtpTx,
         clock: &Clock,
         out: &mut [u8],
         plain: &mut Vec<u8>,
-        s: u64,
-        pt_in: u8,
-        ts: u32,
-        meta: Meta,
-        payload: &Arc<[u8]>,
-        vp8_ids: Option<&Vp8Ids>,
-        arrival: Instant,
+        pkt: &Incoming<'_>,
         now: Instant,
     ) -> Option<usize> {
-        let pt = self.maps(pt_in)?.to;
-        let index = self.seq.map(s)?;
-        let vp8 = vp8_ids.and_then(|ids| self.vp8.map(ids).map(|(p, t)| (*ids, p, t)));
-        let send_time = clock.abs_send_time(now);
-        let n = self.seal(
-            srtp,
-            out,
-            plain,
+        let pt = self.maps(pkt.pt)?.to;
+        let index = self.seq.map(pkt.seq)?;
+        let vp8 = pkt
+            .vp8
+            .and_then(|ids| self.vp8.map(ids).map(|(p, t)| (*ids, p, t)));
+        let head = Head {
             pt,
             index,
-            ts,
-            self.ssrc,
-            &meta,
-            None,
-            payload,
-            vp8.as_ref(),
-            send_time,
-        )?;
+            ts: pkt.ts,
+            ssrc: self.ssrc,
+            meta: pkt.meta,
+            send_time: clock.abs_send_time(now),
+        };
+        let body = Body {
+            prefix: None,
+            payload: pkt.payload,
+            vp8: vp8.as_ref(),
+        };
+        let n = self.seal(srtp, out, plain, &head, body)?;
+        let len = pkt.payload.len();
         self.packets = self.packets.wrapping_add(1);
-        self.octets = self.octets.wrapping_add(payload.len() as u32);
+        self.octets = self.octets.wrapping_add(len as u32);
         self.budget.roll(now);
-        self.budget.sent += payload.len() as u64;
-        if self.last.is_none_or(|(_, at)| arrival >= at) {
-            self.last = Some((ts, arrival));
+        self.budget.sent += len as u64;
+        if self.last.is_none_or(|(_, at)| pkt.arrival >= at) {
+            self.last = Some((pkt.ts, pkt.arrival));
         }
         if !self.history.is_empty() {
             let slot = (index as usize) % HISTORY_SLOTS;
             self.history[slot] = Some(Sent {
                 out: index,
                 at: now,
-                payload: payload.clone(),
-                ts,
+                payload: pkt.payload.clone(),
+                ts: pkt.ts,
                 pt,
-                meta,
+                meta: pkt.meta,
                 vp8,
                 resent: None,
             });
@@ -545,22 +562,20 @@ impl Egress {
         let rtx_ssrc = self.rtx_ssrc?;
         let slot = usize::from(seq) % HISTORY_SLOTS;
         let sent = self.history.get(slot)?.as_ref()?;
-        let rtx_pt = self.pts.iter().find(|p| p.to == sent.pt)?.rtx?;
-        let index = self.rtx_next;
-        let n = self.seal(
-            srtp,
-            out,
-            plain,
-            rtx_pt,
-            index,
-            sent.ts,
-            rtx_ssrc,
-            &sent.meta,
-            Some(seq.to_be_bytes()),
-            &sent.payload,
-            sent.vp8.as_ref(),
-            clock.abs_send_time(now),
-        )?;
+        let head = Head {
+            pt: self.pts.iter().find(|p| p.to == sent.pt)?.rtx?,
+            index: self.rtx_next,
+            ts: sent.ts,
+            ssrc: rtx_ssrc,
+            meta: sent.meta,
+            send_time: clock.abs_send_time(now),
+        };
+        let body = Body {
+            prefix: Some(seq.to_be_bytes()),
+            payload: &sent.payload,
+            vp8: sent.vp8.as_ref(),
+        };
+        let n = self.seal(srtp, out, plain, &head, body)?;
         self.rtx_next += 1;
         if let Some(Some(s)) = self.history.get_mut(slot) {
             s.resent = Some(now);
@@ -657,7 +672,15 @@ mod tests {
             audio_level: Some((true, 30)),
             video_orientation: Some(1),
         };
-        let n = e.header(&mut buf, 109, 7, 960, e.ssrc, &meta, 0x123456);
+        let head = |pt, index, meta| Head {
+            pt,
+            index,
+            ts: 960,
+            ssrc: 0x0102_0304,
+            meta,
+            send_time: 0x123456,
+        };
+        let n = e.header(&mut buf, &head(109, 7, meta));
         assert_eq!(n, 12 + 4 + 8);
         assert_eq!(buf[..4], [0x90, 0x80 | 109, 0, 7]);
         assert_eq!(buf[8..12], [1, 2, 3, 4]);
@@ -668,13 +691,29 @@ mod tests {
             [0x40, b'1', 0x22, 0x12, 0x34, 0x56, 0x10, 0x80 | 30]
         );
         // Padded to a word: the audio level alone.
-        let mut quiet = Egress::new(1, None, vec![], ExtIds::default(), 48_000, false, Duration::ZERO);
+        let mut quiet = Egress::new(
+            1,
+            None,
+            vec![],
+            ExtIds::default(),
+            48_000,
+            false,
+            Duration::ZERO,
+        );
         quiet.ext.audio_level = Some(1);
-        assert_eq!(quiet.header(&mut buf, 111, 1, 1, 1, &meta, 0), 12 + 4 + 4);
+        assert_eq!(quiet.header(&mut buf, &head(111, 1, meta)), 12 + 4 + 4);
         assert_eq!(buf[12..20], [0xbe, 0xde, 0, 1, 0x10, 0x80 | 30, 0, 0]);
         // Without extensions: a bare 12-byte header.
-        let bare = Egress::new(1, None, vec![], ExtIds::default(), 90_000, true, Duration::ZERO);
-        assert_eq!(bare.header(&mut buf, 96, 1, 1, 1, &Meta::default(), 0), 12);
+        let bare = Egress::new(
+            1,
+            None,
+            vec![],
+            ExtIds::default(),
+            90_000,
+            true,
+            Duration::ZERO,
+        );
+        assert_eq!(bare.header(&mut buf, &head(96, 1, Meta::default())), 12);
         assert_eq!(buf[0], 0x80);
     }
 
@@ -689,6 +728,157 @@ mod tests {
         let (secs, frac) = c.ntp(c.instant + Duration::from_millis(500));
         assert_eq!(secs, 2_208_988_800 + 65);
         assert_eq!(frac, 0);
+    }
+
+    fn incoming(payload: &Arc<[u8]>, seq: u64, pt: u8, ts: u32, at: Instant) -> Incoming<'_> {
+        Incoming {
+            seq,
+            pt,
+            ts,
+            meta: Meta::default(),
+            payload,
+            vp8: None,
+            arrival: at,
+        }
+    }
+
+    fn sender(rtx: bool) -> (Egress, SrtpTx) {
+        let keys = crate::srtp_tx::Keys {
+            profile: str0m::crypto::dtls::SrtpProfile::AEAD_AES_128_GCM,
+            material: (0..56).collect(),
+            active: false,
+        };
+        let tx = SrtpTx::new(&str0m::crypto::from_feature_flags(), &keys).expect("keys");
+        let e = Egress::new(
+            0xabc,
+            rtx.then_some(0xdef),
+            vec![PtMap {
+                from: 100,
+                to: 96,
+                rtx: rtx.then_some(97),
+            }],
+            ExtIds::default(),
+            90_000,
+            true,
+            Duration::from_secs(1),
+        );
+        (e, tx)
+    }
+
+    #[test]
+    fn forwarded_packets_are_renumbered_and_counted_in_sender_reports() {
+        let (mut e, mut tx) = sender(false);
+        let clock = Clock::now();
+        let t0 = clock.instant;
+        let payload: Arc<[u8]> = Arc::from(&[1u8, 2, 3][..]);
+        let mut out = vec![0u8; Egress::max_len(payload.len())];
+        let mut plain = Vec::new();
+        e.seq.switch(5000);
+        let first = e.seq.next_out as u16;
+        let n = e
+            .forward(
+                &mut tx,
+                &clock,
+                &mut out,
+                &mut plain,
+                &incoming(&payload, 5000, 100, 1000, t0),
+                t0,
+            )
+            .expect("sent");
+        assert_eq!(n, 12 + 3 + 16);
+        assert_eq!(out[1], 96, "the subscriber's payload type");
+        assert_eq!(out[2..4], first.to_be_bytes());
+        assert_eq!(out[4..8], 1000u32.to_be_bytes());
+        assert_eq!(out[8..12], 0xabcu32.to_be_bytes());
+        // A payload type the subscriber did not take is not sent.
+        assert!(
+            e.forward(
+                &mut tx,
+                &clock,
+                &mut out,
+                &mut plain,
+                &incoming(&payload, 5001, 111, 1000, t0),
+                t0
+            )
+            .is_none()
+        );
+        // The report 100 ms after the packet arrived: its RTP time moved on by 9000 ticks.
+        let mut sr = Vec::new();
+        e.sender_report(&clock, t0 + Duration::from_millis(100), &mut sr);
+        assert_eq!(sr.len(), 28);
+        assert_eq!(sr[..4], [0x80, 200, 0, 6]);
+        assert_eq!(sr[4..8], 0xabcu32.to_be_bytes());
+        let (secs, frac) = clock.ntp(t0 + Duration::from_millis(100));
+        assert_eq!(sr[8..12], secs.to_be_bytes());
+        assert_eq!(sr[12..16], frac.to_be_bytes());
+        assert_eq!(sr[16..20], 10_000u32.to_be_bytes());
+        assert_eq!(sr[20..24], 1u32.to_be_bytes(), "packets");
+        assert_eq!(sr[24..28], 3u32.to_be_bytes(), "payload octets");
+        // Nothing sent, no report.
+        let (quiet, _) = sender(false);
+        let mut none = Vec::new();
+        quiet.sender_report(&clock, t0, &mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn nacked_packets_go_out_once_on_the_rtx_stream_while_kept() {
+        let (mut e, mut tx) = sender(true);
+        let clock = Clock::now();
+        let t0 = clock.instant;
+        let payload: Arc<[u8]> = Arc::from(&[7u8; 100][..]);
+        let mut out = vec![0u8; Egress::max_len(payload.len())];
+        let mut plain = Vec::new();
+        e.seq.switch(1);
+        let seq = e.seq.next_out as u16;
+        e.forward(
+            &mut tx,
+            &clock,
+            &mut out,
+            &mut plain,
+            &incoming(&payload, 1, 100, 42, t0),
+            t0,
+        )
+        .expect("sent");
+        let rtx_first = e.rtx_next as u16;
+        assert_eq!(e.resendable(seq, t0), Some(100));
+        let n = e
+            .resend(&mut tx, &clock, &mut out, &mut plain, seq, t0)
+            .expect("resent");
+        assert_eq!(
+            n,
+            12 + 2 + 100 + 16,
+            "the original sequence number, then the payload"
+        );
+        assert_eq!(out[1], 97, "the RTX payload type");
+        assert_eq!(
+            out[2..4],
+            rtx_first.to_be_bytes(),
+            "the RTX stream's own numbering"
+        );
+        assert_eq!(out[4..8], 42u32.to_be_bytes(), "the original timestamp");
+        assert_eq!(out[8..12], 0xdefu32.to_be_bytes(), "the RTX SSRC");
+        // Asked again at once: not again; later, yes; past the history, no.
+        assert_eq!(e.resendable(seq, t0 + Duration::from_millis(1)), None);
+        assert_eq!(e.resendable(seq, t0 + Duration::from_millis(50)), Some(100));
+        assert_eq!(e.resendable(seq, t0 + Duration::from_millis(1500)), None);
+        // A sequence number never sent.
+        assert_eq!(e.resendable(seq.wrapping_add(1), t0), None);
+        // Without RTX negotiated there is nothing to resend with.
+        let (mut plain_stream, mut tx2) = sender(false);
+        plain_stream.seq.switch(1);
+        let seq = plain_stream.seq.next_out as u16;
+        plain_stream
+            .forward(
+                &mut tx2,
+                &clock,
+                &mut out,
+                &mut plain,
+                &incoming(&payload, 1, 100, 42, t0),
+                t0,
+            )
+            .expect("sent");
+        assert_eq!(plain_stream.resendable(seq, t0), None);
     }
 
     #[test]

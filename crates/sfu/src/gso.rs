@@ -150,7 +150,12 @@ impl Outbox {
         fill: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Option<usize> {
         let (socket, state) = socket_for(to);
-        if let Some(run) = self.open.iter_mut().rev().find(|r| r.destination == Some(to)) {
+        if let Some(run) = self
+            .open
+            .iter_mut()
+            .rev()
+            .find(|r| r.destination == Some(to))
+        {
             return run.send_with(socket, state, to, max, fill);
         }
         if self.open.len() >= MAX_OPEN_RUNS {

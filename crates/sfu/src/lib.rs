@@ -1,7 +1,8 @@
 //! The built-in SFU that replaces Janus: one UDP port for all peers (demultiplexed by ICE
 //! ufrag, then by 5-tuple; a second one for IPv6), ICE-TCP on its own listener or on the
 //! shared public port (RFC 6544 passive, RFC 4571 framing), ICE-lite, the SFU as DTLS server, str0m state machines driven by
-//! one worker thread, publisher → subscriber forwarding of media and data channels.
+//! one worker thread, publisher → subscriber forwarding of media (sent by the SFU itself,
+//! see `egress.rs`) and data channels.
 //!
 //! The signaling side talks to it only with [`McuCommand`]s ([`Sfu::request`]) and reads
 //! [`McuEvent`]s from the receiver [`Sfu::start`] returns.
@@ -28,11 +29,19 @@
 //!   instead of timing out. Only a peer whose str0m instance panicked is dropped silently.
 //!   No `inactive` renegotiation is sent: Talk tears the subscriber connection down itself on
 //!   the participants update, and a closed transport ends its tracks either way.
+//! - Forwarding: publishers' str0m runs in RTP mode (decrypts and reports each packet);
+//!   the SFU sends each packet to each viewer itself (`egress.rs`): the viewer's SSRC,
+//!   payload type and header extensions, continuous sequence numbers and timestamps across
+//!   simulcast and temporal-layer switches (VP8 picture ids continued too), encrypted once
+//!   with the connection's SRTP keys straight into the send batch of its destination, plus
+//!   the RTCP sender reports of those streams. str0m keeps ICE, DTLS, data channels and the
+//!   viewers' RTCP (keyframe requests, REMB, NACKs).
 //! - Loss recovery towards subscribers: every video codec offered to a subscriber has an RTX
-//!   payload type (added when the publisher negotiated none) and NACK feedback, so str0m
-//!   answers their NACKs with RFC 4588 retransmissions from its egress buffer;
-//!   `hpb_sfu_nacks_received_total` and `hpb_sfu_retransmitted_packets_total` count that,
-//!   `hpb_sfu_nacks_sent_total` the NACKs sent to publishers.
+//!   payload type (added when the publisher negotiated none) and NACK feedback, and the SFU
+//!   answers their NACKs with RFC 4588 retransmissions from a history that references the
+//!   publisher's payloads (one copy for all viewers); `hpb_sfu_nacks_received_total` and
+//!   `hpb_sfu_retransmitted_packets_total` count that, `hpb_sfu_nacks_sent_total` the NACKs
+//!   sent to publishers.
 //! - Layer choice follows each subscriber's bandwidth estimate: subscribers are offered
 //!   REMB feedback (not transport-cc), so their client estimates its downlink and reports
 //!   it, and a simulcast viewer gets the best layer being sent, up to its selection, whose
@@ -70,7 +79,16 @@ mod worker;
 /// an API (it may change with any release).
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::recovery::rtp_ssrc;
+    pub use crate::descriptor::{DescriptorError, PayloadInfo, Vp8Ids, parse as parse_descriptor};
+    pub use crate::egress::{Clock, Egress, ExtIds, Incoming, Meta, PtMap, SeqMap};
+    pub use crate::srtp_tx::{Keys, SrtpError, SrtpTx};
+    pub use str0m::crypto::dtls::SrtpProfile;
+    pub use str0m::format::Codec;
+
+    /// The crypto provider the SFU uses (for [`SrtpTx::new`]).
+    pub fn crypto() -> str0m::config::CryptoProvider {
+        str0m::crypto::from_feature_flags()
+    }
     pub use crate::sdp::{
         SdpProblem, Section, SimGroup, check_transport, extract_sim_groups, first_mid,
         media_sections, parse_answer, parse_offer, sim_rids,

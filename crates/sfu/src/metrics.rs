@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     pub turn_tx_packets: AtomicU64,
     pub turn_dropped_packets: AtomicU64,
     pub media_forwarded: AtomicU64,
+    pub packets_forwarded: AtomicU64,
     pub audio_frames_forwarded: AtomicU64,
     pub audio_bytes_forwarded: AtomicU64,
     pub video_frames_forwarded: AtomicU64,
@@ -92,7 +93,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 26] = [
+        let counters: [(&str, &str, &AtomicU64); 27] = [
             (
                 "hpb_sfu_udp_received_packets_total",
                 "UDP datagrams received.",
@@ -157,6 +158,11 @@ impl Metrics {
                 "hpb_sfu_media_forwarded_total",
                 "Media frames written to subscribers.",
                 &self.media_forwarded,
+            ),
+            (
+                "hpb_sfu_packets_forwarded_total",
+                "RTP packets sent to subscribers (retransmissions not counted).",
+                &self.packets_forwarded,
             ),
             (
                 "hpb_sfu_audio_frames_forwarded_total",

@@ -250,10 +250,12 @@ impl Net {
                 .is_some_and(|r| r.relays(destination))
         };
         if proto == Protocol::Udp && !relayed() {
-            return Ok(self
-                .outbox
-                .borrow_mut()
-                .send_with(|to| self.udp_for(to), destination, max, fill));
+            return Ok(self.outbox.borrow_mut().send_with(
+                |to| self.udp_for(to),
+                destination,
+                max,
+                fill,
+            ));
         }
         let mut built = self.built.borrow_mut();
         if built.len() < max {
@@ -262,7 +264,8 @@ impl Net {
         let Some(n) = fill(&mut built[..max]).filter(|n| *n <= max) else {
             return Ok(None);
         };
-        self.send_to(proto, source, destination, &built[..n]).map(Some)
+        self.send_to(proto, source, destination, &built[..n])
+            .map(Some)
     }
 
     fn udp_for(&self, to: SocketAddr) -> (&UdpSocket, &UdpSocketState) {

@@ -410,8 +410,7 @@ impl Peer {
 
     /// NACKed packets counted for the slow-link report: one when a second has many.
     pub fn count_nacks(&mut self, n: u64, now: Instant) -> Option<Ev> {
-        if now.saturating_duration_since(self.nack_window.0) >= crate::recovery::STATS_INTERVAL
-        {
+        if now.saturating_duration_since(self.nack_window.0) >= crate::recovery::STATS_INTERVAL {
             self.nack_window = (now, 0);
         }
         self.nack_window.1 += n;

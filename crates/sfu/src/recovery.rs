@@ -75,18 +75,6 @@ pub(crate) fn with_rtx(params: Vec<PayloadParams>) -> Vec<PayloadParams> {
         .collect()
 }
 
-/// The SSRC of an RTP packet (not RTCP) read from its header, which SRTP leaves in clear
-/// (RFC 3550 §5.1; RTCP is told apart by its packet type 192..=223, RFC 5761 §4).
-pub fn rtp_ssrc(buf: &[u8]) -> Option<u32> {
-    let first = *buf.first()?;
-    let second = *buf.get(1)?;
-    if first >> 6 != 2 || (192..=223).contains(&second) {
-        return None;
-    }
-    let b = buf.get(8..12)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,19 +122,5 @@ mod tests {
         assert!(out[0].fb_nack());
         assert_eq!(out[1].resend(), Some(99.into()), "an RTX PT is kept");
         assert_eq!(out[2].resend(), None, "no RTX for audio");
-    }
-
-    #[test]
-    fn rtp_ssrc_skips_rtcp_and_junk() {
-        let mut rtp = vec![0x80, 0x60, 0, 1, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
-        assert_eq!(rtp_ssrc(&rtp), Some(0x1234_5678));
-        rtp[1] = 0xe0; // marker bit + PT 96
-        assert_eq!(rtp_ssrc(&rtp), Some(0x1234_5678));
-        let rtcp = [0x80, 200, 0, 6, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0];
-        assert_eq!(rtp_ssrc(&rtcp), None);
-        assert_eq!(rtp_ssrc(&[0x16, 0xfe, 0xfd]), None, "DTLS");
-        assert_eq!(rtp_ssrc(&[0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42]), None);
-        assert_eq!(rtp_ssrc(&rtp[..11]), None);
-        assert_eq!(rtp_ssrc(&[]), None);
     }
 }

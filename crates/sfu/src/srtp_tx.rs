@@ -31,7 +31,7 @@ pub(crate) const SRTP_MAX_OVERHEAD: usize = 16 + 15;
 
 /// The DTLS-SRTP keying material of one connection and the side we are on.
 #[derive(Debug, Clone)]
-pub(crate) struct Keys {
+pub struct Keys {
     pub profile: SrtpProfile,
     pub material: Vec<u8>,
     /// We are the DTLS client (our write keys are the client's).
@@ -40,7 +40,7 @@ pub(crate) struct Keys {
 
 /// Why keys cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum SrtpError {
+pub enum SrtpError {
     #[error("SRTP profile {0} is not supported")]
     Profile(String),
     #[error("keying material of {got} bytes, the profile needs {want}")]
@@ -79,7 +79,7 @@ impl Cipher {
 }
 
 /// The sending half of one connection's SRTP.
-pub(crate) struct SrtpTx {
+pub struct SrtpTx {
     rtp: Cipher,
     rtcp: Cipher,
     srtcp_index: u32,
@@ -111,7 +111,11 @@ impl<const M: usize, const S: usize> Master<M, S> {
                 want: 2 * (M + S),
             });
         }
-        let (k, s) = if keys.active { (0, 2 * M) } else { (M, 2 * M + S) };
+        let (k, s) = if keys.active {
+            (0, 2 * M)
+        } else {
+            (M, 2 * M + S)
+        };
         let mut key = [0; M];
         let mut salt = [0; S];
         key.copy_from_slice(&m[k..k + M]);
@@ -149,7 +153,10 @@ impl SrtpTx {
                     salt: m.derive(p, s),
                     enc: p.aead_aes_128_gcm().create_cipher(m.derive(p, k), true),
                 };
-                (gcm(LABEL_RTP_KEY, LABEL_RTP_SALT), gcm(LABEL_RTCP_KEY, LABEL_RTCP_SALT))
+                (
+                    gcm(LABEL_RTP_KEY, LABEL_RTP_SALT),
+                    gcm(LABEL_RTCP_KEY, LABEL_RTCP_SALT),
+                )
             }
             SrtpProfile::AEAD_AES_256_GCM => {
                 let m = Master::<32, 12>::ours(keys)?;
@@ -157,7 +164,10 @@ impl SrtpTx {
                     salt: m.derive(p, s),
                     enc: p.aead_aes_256_gcm().create_cipher(m.derive(p, k), true),
                 };
-                (gcm(LABEL_RTP_KEY, LABEL_RTP_SALT), gcm(LABEL_RTCP_KEY, LABEL_RTCP_SALT))
+                (
+                    gcm(LABEL_RTP_KEY, LABEL_RTP_SALT),
+                    gcm(LABEL_RTCP_KEY, LABEL_RTCP_SALT),
+                )
             }
             SrtpProfile::AES128_CM_SHA1_80 => {
                 let m = Master::<16, 14>::ours(keys)?;
@@ -294,12 +304,11 @@ mod tests {
     fn key_derivation_matches_rfc_3711() {
         let m = Master::<16, 14> {
             key: [
-                0xE1, 0xF9, 0x7A, 0x0D, 0x3E, 0x01, 0x8B, 0xE0, 0xD6, 0x4F, 0xA3, 0x2C, 0x06,
-                0xDE, 0x41, 0x39,
+                0xE1, 0xF9, 0x7A, 0x0D, 0x3E, 0x01, 0x8B, 0xE0, 0xD6, 0x4F, 0xA3, 0x2C, 0x06, 0xDE,
+                0x41, 0x39,
             ],
             salt: [
-                0x0E, 0xC6, 0x75, 0xAD, 0x49, 0x8A, 0xFE, 0xEB, 0xB6, 0x96, 0x0B, 0x3A, 0xAB,
-                0xE6,
+                0x0E, 0xC6, 0x75, 0xAD, 0x49, 0x8A, 0xFE, 0xEB, 0xB6, 0x96, 0x0B, 0x3A, 0xAB, 0xE6,
             ],
         };
         let p = crypto().srtp_provider;
@@ -307,24 +316,23 @@ mod tests {
         assert_eq!(
             key,
             [
-                0xC6, 0x1E, 0x7A, 0x93, 0x74, 0x4F, 0x39, 0xEE, 0x10, 0x73, 0x4A, 0xFE, 0x3F,
-                0xF7, 0xA0, 0x87
+                0xC6, 0x1E, 0x7A, 0x93, 0x74, 0x4F, 0x39, 0xEE, 0x10, 0x73, 0x4A, 0xFE, 0x3F, 0xF7,
+                0xA0, 0x87
             ]
         );
         let auth: [u8; 20] = m.derive(p, LABEL_RTP_AUTH);
         assert_eq!(
             auth,
             [
-                0xCE, 0xBE, 0x32, 0x1F, 0x6F, 0xF7, 0x71, 0x6B, 0x6F, 0xD4, 0xAB, 0x49, 0xAF,
-                0x25, 0x6A, 0x15, 0x6D, 0x38, 0xBA, 0xA4
+                0xCE, 0xBE, 0x32, 0x1F, 0x6F, 0xF7, 0x71, 0x6B, 0x6F, 0xD4, 0xAB, 0x49, 0xAF, 0x25,
+                0x6A, 0x15, 0x6D, 0x38, 0xBA, 0xA4
             ]
         );
         let salt: [u8; 14] = m.derive(p, LABEL_RTP_SALT);
         assert_eq!(
             salt,
             [
-                0x30, 0xCB, 0xBC, 0x08, 0x86, 0x3D, 0x8C, 0x85, 0xD4, 0x9D, 0xB3, 0x4A, 0x9A,
-                0xE1
+                0x30, 0xCB, 0xBC, 0x08, 0x86, 0x3D, 0x8C, 0x85, 0xD4, 0x9D, 0xB3, 0x4A, 0x9A, 0xE1
             ]
         );
     }
@@ -369,7 +377,9 @@ mod tests {
         let mut out = vec![0u8; 200];
         out[..12].copy_from_slice(&plain[..12]);
         let seq = u64::from(u16::from_be_bytes([plain[2], plain[3]]));
-        let n = tx.protect_rtp(&mut out, 12, &plain[12..], seq).expect("protect");
+        let n = tx
+            .protect_rtp(&mut out, 12, &plain[12..], seq)
+            .expect("protect");
         assert_eq!(&out[..n], protected);
         // Too small a buffer is refused, not a panic.
         let mut small = vec![0u8; 40];
@@ -463,7 +473,9 @@ mod tests {
             let mut tx = SrtpTx::new(&crypto(), &keys).expect("keys");
             let mut out = vec![0u8; 100];
             out[0] = 0x80;
-            let n = tx.protect_rtp(&mut out, 12, &[1, 2, 3], 7).expect("protect");
+            let n = tx
+                .protect_rtp(&mut out, 12, &[1, 2, 3], 7)
+                .expect("protect");
             assert_eq!(n, 12 + 3 + tag);
         }
     }

@@ -7,7 +7,7 @@ use str0m::rtp::rtcp::Nack;
 
 use super::*;
 use crate::descriptor::PayloadInfo;
-use crate::egress::Meta;
+use crate::egress::{Incoming, Meta};
 
 impl Worker {
     /// Act on events; `dirty` gets the peers whose Rtc got new input and needs polling.
@@ -248,11 +248,17 @@ impl Worker {
         }
         let kind = track.kind;
         let ext = &pkt.header.ext_vals;
-        if kind == MediaKind::Audio
+        let thinned = kind == MediaKind::Audio
             && self.cfg.thin_silent_audio
-            && !track.silence.forward(ext.audio_level, arrival)
-        {
+            && !track.silence.forward(ext.audio_level, arrival);
+        if thinned {
             inc(&self.metrics.silent_audio_thinned, 1);
+        }
+        if thinned || pkt.payload.is_empty() {
+            // Not sent (left-out silence, padding only): the viewers' numbering closes up.
+            let subscribers = self.scratch.subscribers(&p.subscribers);
+            self.skip_for(&subscribers, mid, ssrc, *pkt.seq_no);
+            self.scratch.subscribers = subscribers;
             return;
         }
         let info = if kind == MediaKind::Video {
@@ -355,28 +361,24 @@ impl Worker {
             let ts_out = out.timeline.map(ts, arrival);
             let clock = self.clock;
             let plain = &mut self.scratch.plain;
+            let incoming = Incoming {
+                seq,
+                pt,
+                ts: ts_out,
+                meta,
+                payload: &pkt.payload,
+                vp8: info.vp8.as_ref(),
+                arrival,
+            };
             let sent = net.send_built(path.0, path.1, path.2, max, |buf| {
-                egress.forward(
-                    srtp,
-                    &clock,
-                    buf,
-                    plain,
-                    seq,
-                    pt,
-                    ts_out,
-                    meta,
-                    &pkt.payload,
-                    info.vp8.as_ref(),
-                    arrival,
-                    now,
-                )
+                egress.forward(srtp, &clock, buf, plain, &incoming, now)
             });
             match sent {
                 Ok(Some(n)) => self.metrics.sent(path.0, n),
                 Ok(None) => continue,
                 Err(e) => debug!(peer = sub_id, error = %e, "send failed"),
             }
-            inc(&self.metrics.media_forwarded, 1);
+            inc(&self.metrics.packets_forwarded, 1);
             match kind {
                 MediaKind::Audio => inc(&self.metrics.audio_bytes_forwarded, bytes as u64),
                 MediaKind::Video => inc(&self.metrics.video_bytes_forwarded, bytes as u64),
@@ -386,6 +388,22 @@ impl Worker {
         if kind == MediaKind::Video {
             for rid in want_keyframe {
                 self.request_keyframe_at(pub_id, mid, rid, interval, now, dirty);
+            }
+        }
+    }
+
+    /// Publisher packet `seq` of incoming SSRC `ssrc` (track `mid`) is not sent to
+    /// `subscribers`: the outgoing sequence numbers of those fed from that SSRC close up.
+    fn skip_for(&mut self, subscribers: &[PeerId], mid: Mid, ssrc: u32, seq: u64) {
+        for id in subscribers {
+            let Some(Role::Subscriber(s)) = self.peers.get_mut(id).map(|p| &mut p.role) else {
+                continue;
+            };
+            let Some(out) = s.tracks.iter_mut().find(|t| t.source == mid) else {
+                continue;
+            };
+            if let (Some(e), true) = (out.egress.as_mut(), out.ssrc_in == Some(ssrc)) {
+                e.seq.skip(seq);
             }
         }
     }
@@ -486,6 +504,7 @@ impl Worker {
         })();
         out.decide(rid, ts, forward);
         if forward {
+            inc(&self.metrics.media_forwarded, 1);
             match kind {
                 MediaKind::Audio => inc(&self.metrics.audio_frames_forwarded, 1),
                 MediaKind::Video => inc(&self.metrics.video_frames_forwarded, 1),

@@ -86,6 +86,38 @@ async fn with_thinning_silence_arrives_sparsely_and_speech_in_full() {
     expect_every_frame(&mut viewer, Duration::from_secs(1), "speech").await;
 }
 
+/// The sequence numbers of the audio RTP packets among `events`.
+fn audio_seqs(events: &[ClientEvent]) -> Vec<u16> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Rtp {
+                kind: MediaKind::Audio,
+                seq,
+                ..
+            } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thinned_silence_leaves_no_gap_in_the_viewers_sequence_numbers() {
+    // The viewer's jitter buffer would take each packet left out for a lost one (and
+    // conceal it, and count it as loss): the numbering closes up behind what is thinned.
+    let (_sfu, _publisher, mut viewer) = muted_publisher_and_viewer(true).await;
+    viewer.clear_history();
+    let seqs = audio_seqs(&viewer.collect_for(Duration::from_secs(2)).await);
+    assert!(
+        (2..=10).contains(&seqs.len()),
+        "a few silent packets in 2 s: {seqs:?}"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "consecutive sequence numbers: {seqs:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_silence_is_forwarded_in_full_as_janus_does() {
     let (sfu, _publisher, mut viewer) = muted_publisher_and_viewer(false).await;

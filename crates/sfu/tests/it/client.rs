@@ -34,6 +34,24 @@ pub enum ClientEvent {
     /// The SFU ended the connection: DTLS close_notify arrived (str0m `Event::Closed`).
     Closed,
     Disconnected,
+    /// The header of an RTP packet that arrived (and decrypted), with when it arrived.
+    Rtp {
+        kind: MediaKind,
+        ssrc: u32,
+        seq: u16,
+        pt: u8,
+        ts: u32,
+        at: Instant,
+    },
+    /// An RTCP sender report that arrived.
+    SenderReport {
+        ssrc: u32,
+        /// Its NTP time as an `Instant` of this process (by the wall clock when it arrived).
+        ntp: Instant,
+        rtp_time: u32,
+        packets: u32,
+        octets: u32,
+    },
 }
 
 pub struct Client {
@@ -175,7 +193,10 @@ fn tcp_only_rtc() -> Rtc {
 /// `rid_ext: false` = no rtp-stream-id header extension, like a Chromium SIM publisher.
 fn new_rtc_with(addr: SocketAddr, rid_ext: bool) -> Rtc {
     use str0m::rtp::Extension;
-    let mut cfg = Rtc::builder().set_crypto_provider(crypto());
+    // Raw packets: the RTP headers and RTCP reports the SFU sends, for the tests to read.
+    let mut cfg = Rtc::builder()
+        .set_crypto_provider(crypto())
+        .enable_raw_packets(true);
     if !rid_ext {
         cfg = cfg
             .clear_extension_map()
@@ -683,6 +704,41 @@ fn take_in(
     rtc.handle_input(input).is_ok()
 }
 
+/// What a test reads of a raw packet str0m reports: RTP headers and sender reports that
+/// arrived.
+fn raw_event(rtc: &mut Rtc, raw: str0m::rtp::RawPacket) -> Option<ClientEvent> {
+    use str0m::rtp::RawPacket;
+    use str0m::rtp::rtcp::Rtcp;
+    match raw {
+        RawPacket::RtpRx(h, _) => Some(ClientEvent::Rtp {
+            kind: {
+                let mid = rtc.direct_api().stream_rx(&h.ssrc).map(|s| s.mid());
+                mid.and_then(|m| rtc.media(m))
+                    .map_or(MediaKind::Audio, |m| m.kind())
+            },
+            ssrc: *h.ssrc,
+            seq: h.sequence_number,
+            pt: *h.payload_type,
+            ts: h.timestamp,
+            at: Instant::now(),
+        }),
+        RawPacket::RtcpRx(Rtcp::SenderReport(sr)) => {
+            let i = sr.sender_info;
+            let age = std::time::SystemTime::now()
+                .duration_since(i.ntp_time)
+                .unwrap_or_default();
+            Some(ClientEvent::SenderReport {
+                ssrc: *i.ssrc,
+                ntp: Instant::now() - age,
+                rtp_time: i.rtp_time.numer() as u32,
+                packets: i.sender_packet_count,
+                octets: i.sender_octet_count,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// [`Client::lose_video_noticed_after`]: until when video datagrams are held back, and
 /// those held.
 struct Hold {
@@ -763,6 +819,7 @@ async fn run(
                         }
                         Event::KeyframeRequest(_) => Some(ClientEvent::KeyframeRequest),
                         Event::Closed => Some(ClientEvent::Closed),
+                        Event::RawPacket(raw) => raw_event(&mut rtc, *raw),
                         Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb {
                             estimate,
                             ..

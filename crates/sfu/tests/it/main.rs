@@ -7,7 +7,7 @@ mod media;
 mod recovery;
 mod transports;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hpb_sfu::{McuCommand, McuEvent, McuReply, Selection, Sfu, SfuConfig, StreamType};
 use tokio::sync::mpsc::UnboundedReceiver;

@@ -615,3 +615,76 @@ async fn each_video_codec_is_forwarded_as_the_publisher_offers_it() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_get_sender_reports_that_match_the_media_timestamps() {
+    // The SFU sends the media itself, so it sends the sender reports a receiver maps RTP
+    // time to wall-clock time with (lip sync between audio and video): each names a stream
+    // the viewer gets, counts what was sent, and its RTP time is the stream's timestamp at
+    // the report's NTP time.
+    use str0m::media::MediaKind;
+    let (sfu, _events) = start().await;
+    let _publisher = publish(&sfu, "alice").await;
+    let (mut viewer, _) = subscribe(&sfu, "bob", "alice").await;
+    expect_media(&mut viewer).await;
+    viewer.clear_history();
+    let events = viewer.collect_for(Duration::from_millis(2500)).await;
+    for (kind, clock_hz) in [(MediaKind::Audio, 48_000i64), (MediaKind::Video, 90_000)] {
+        let packets: Vec<(u32, u32, Instant)> = events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Rtp {
+                    kind: k,
+                    ssrc,
+                    ts,
+                    at,
+                    ..
+                } if *k == kind => Some((*ssrc, *ts, *at)),
+                _ => None,
+            })
+            .collect();
+        let ssrc = packets.first().map(|p| p.0).expect("media arrives");
+        let reports: Vec<(Instant, u32, u32, u32)> = events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::SenderReport {
+                    ssrc: s,
+                    ntp,
+                    rtp_time,
+                    packets,
+                    octets,
+                } if *s == ssrc => Some((*ntp, *rtp_time, *packets, *octets)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            reports.len() >= 2,
+            "{kind:?}: a report a second, got {}",
+            reports.len()
+        );
+        for (ntp, rtp_time, sent, octets) in reports {
+            assert!(
+                sent > 0 && octets > sent,
+                "{kind:?}: it counts what was sent"
+            );
+            // The packet that arrived nearest to the report's time, moved to that time.
+            let (_, ts, at) = packets
+                .iter()
+                .filter(|p| p.0 == ssrc)
+                .min_by_key(|p| p.2.max(ntp) - p.2.min(ntp))
+                .expect("packets");
+            let offset_us = if *at >= ntp {
+                -((*at - ntp).as_micros() as i64)
+            } else {
+                (ntp - *at).as_micros() as i64
+            };
+            let expected = i64::from(*ts) + offset_us * clock_hz / 1_000_000;
+            let error = (i64::from(rtp_time) - expected).rem_euclid(1 << 32);
+            let error = error.min((1 << 32) - error);
+            assert!(
+                error <= clock_hz / 20,
+                "{kind:?}: the report's RTP time is off by {error} ticks (more than 50 ms)"
+            );
+        }
+    }
+}
