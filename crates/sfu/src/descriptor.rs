@@ -174,20 +174,7 @@ fn h264(p: &[u8]) -> Result<PayloadInfo, DescriptorError> {
     const C: &str = "H.264";
     let first = *p.first().ok_or(DescriptorError::Empty { codec: C })?;
     let keyframe = match first & 0x1f {
-        24 => {
-            let mut at = 1;
-            let mut key = false;
-            while at < p.len() {
-                let len = p
-                    .get(at..at + 2)
-                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-                    .ok_or(truncated(C, "a STAP-A NAL unit size"))?;
-                let nal = *p.get(at + 2).ok_or(truncated(C, "a STAP-A NAL unit"))?;
-                key |= h264_key_nal(nal & 0x1f);
-                at += 2 + len;
-            }
-            key
-        }
+        24 => aggregate_has_key(C, p, 1, |nal| h264_key_nal(nal & 0x1f))?,
         28 => {
             let fu = *p.get(1).ok_or(truncated(C, "the FU header"))?;
             fu & 0x80 != 0 && h264_key_nal(fu & 0x1f)
@@ -198,6 +185,30 @@ fn h264(p: &[u8]) -> Result<PayloadInfo, DescriptorError> {
         keyframe,
         ..Default::default()
     })
+}
+
+/// Whether an aggregation packet (H.264 STAP-A, H.265 AP) whose NAL units start at `at`,
+/// each behind its 16-bit size, holds one that `key` (given its first byte) calls a
+/// keyframe's.
+fn aggregate_has_key(
+    codec: &'static str,
+    p: &[u8],
+    mut at: usize,
+    key: impl Fn(u8) -> bool,
+) -> Result<bool, DescriptorError> {
+    let mut found = false;
+    while at < p.len() {
+        let len = p
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            .ok_or(truncated(codec, "an aggregated NAL unit size"))?;
+        let nal = *p
+            .get(at + 2)
+            .ok_or(truncated(codec, "an aggregated NAL unit"))?;
+        found |= key(nal);
+        at += 2 + len;
+    }
+    Ok(found)
 }
 
 /// H.265 NAL unit types of a keyframe: IRAP pictures (16..=21) and the parameter sets
@@ -214,22 +225,7 @@ fn h265(p: &[u8]) -> Result<PayloadInfo, DescriptorError> {
         return Err(truncated(C, "the second byte of the payload header"));
     }
     let keyframe = match (first >> 1) & 0x3f {
-        48 => {
-            let mut at = 2;
-            let mut key = false;
-            while at < p.len() {
-                let len = p
-                    .get(at..at + 2)
-                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-                    .ok_or(truncated(C, "an aggregated NAL unit size"))?;
-                let nal = *p
-                    .get(at + 2)
-                    .ok_or(truncated(C, "an aggregated NAL unit"))?;
-                key |= h265_key_nal((nal >> 1) & 0x3f);
-                at += 2 + len;
-            }
-            key
-        }
+        48 => aggregate_has_key(C, p, 2, |nal| h265_key_nal((nal >> 1) & 0x3f))?,
         49 => {
             let fu = *p.get(2).ok_or(truncated(C, "the FU header"))?;
             fu & 0x80 != 0 && h265_key_nal(fu & 0x3f)

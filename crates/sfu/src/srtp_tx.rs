@@ -9,7 +9,7 @@
 use str0m::config::CryptoProvider;
 use str0m::crypto::dtls::SrtpProfile;
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
     Aes128CmSha1_80Cipher, Sha1HmacProvider, SrtpProvider,
 };
 
@@ -51,15 +51,37 @@ pub enum SrtpError {
     Cipher,
 }
 
+/// An AES-GCM cipher (RFC 7714) of either key size.
+enum Gcm {
+    Aes128(Box<dyn AeadAes128GcmCipher>),
+    Aes256(Box<dyn AeadAes256GcmCipher>),
+}
+
+impl Gcm {
+    /// Encrypt `input` into `output` (`input.len()` + the 16-byte tag).
+    fn seal(
+        &mut self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), SrtpError> {
+        let output = output
+            .get_mut(..input.len() + 16)
+            .ok_or(SrtpError::Buffer)?;
+        match self {
+            Gcm::Aes128(c) => c.encrypt(iv, aad, input, output),
+            Gcm::Aes256(c) => c.encrypt(iv, aad, input, output),
+        }
+        .map_err(|_| SrtpError::Cipher)
+    }
+}
+
 /// One direction's cipher and what it needs besides the key.
 enum Cipher {
-    Gcm128 {
+    Gcm {
         salt: [u8; 12],
-        enc: Box<dyn AeadAes128GcmCipher>,
-    },
-    Gcm256 {
-        salt: [u8; 12],
-        enc: Box<dyn AeadAes256GcmCipher>,
+        enc: Gcm,
     },
     CmSha1 {
         salt: [u8; 14],
@@ -72,7 +94,7 @@ enum Cipher {
 impl Cipher {
     fn tag_len(&self) -> usize {
         match self {
-            Cipher::Gcm128 { .. } | Cipher::Gcm256 { .. } => 16,
+            Cipher::Gcm { .. } => 16,
             Cipher::CmSha1 { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
         }
     }
@@ -149,9 +171,9 @@ impl SrtpTx {
         let (rtp, rtcp) = match keys.profile {
             SrtpProfile::AEAD_AES_128_GCM => {
                 let m = Master::<16, 12>::ours(keys)?;
-                let gcm = |k, s| Cipher::Gcm128 {
+                let gcm = |k, s| Cipher::Gcm {
                     salt: m.derive(p, s),
-                    enc: p.aead_aes_128_gcm().create_cipher(m.derive(p, k), true),
+                    enc: Gcm::Aes128(p.aead_aes_128_gcm().create_cipher(m.derive(p, k), true)),
                 };
                 (
                     gcm(LABEL_RTP_KEY, LABEL_RTP_SALT),
@@ -160,9 +182,9 @@ impl SrtpTx {
             }
             SrtpProfile::AEAD_AES_256_GCM => {
                 let m = Master::<32, 12>::ours(keys)?;
-                let gcm = |k, s| Cipher::Gcm256 {
+                let gcm = |k, s| Cipher::Gcm {
                     salt: m.derive(p, s),
-                    enc: p.aead_aes_256_gcm().create_cipher(m.derive(p, k), true),
+                    enc: Gcm::Aes256(p.aead_aes_256_gcm().create_cipher(m.derive(p, k), true)),
                 };
                 (
                     gcm(LABEL_RTP_KEY, LABEL_RTP_SALT),
@@ -210,16 +232,10 @@ impl SrtpTx {
         let ssrc = u32::from_be_bytes([out[8], out[9], out[10], out[11]]);
         let (header, body) = out.split_at_mut(header_len);
         match &mut self.rtp {
-            Cipher::Gcm128 { salt, enc } => {
+            Cipher::Gcm { salt, enc } => {
+                // The IV (RFC 7714 §8.1) is the same for both key sizes.
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
-                enc.encrypt(&iv, header, payload, &mut body[..payload.len() + 16])
-                    .map_err(|_| SrtpError::Cipher)?;
-                Ok(end + 16)
-            }
-            Cipher::Gcm256 { salt, enc } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
-                enc.encrypt(&iv, header, payload, &mut body[..payload.len() + 16])
-                    .map_err(|_| SrtpError::Cipher)?;
+                enc.seal(&iv, header, payload, body)?;
                 Ok(end + 16)
             }
             Cipher::CmSha1 {
@@ -254,22 +270,12 @@ impl SrtpTx {
         out.resize(plain.len() + 4 + tag + 15, 0);
         out[..8].copy_from_slice(&plain[..8]);
         match &mut self.rtcp {
-            Cipher::Gcm128 { salt, enc } => {
+            Cipher::Gcm { salt, enc } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
                 let mut aad = [0u8; 12];
                 aad[..8].copy_from_slice(&plain[..8]);
                 aad[8..].copy_from_slice(&e_and_index);
-                enc.encrypt(&iv, &aad, body, &mut out[8..plain.len() + 16])
-                    .map_err(|_| SrtpError::Cipher)?;
-                out[plain.len() + 16..plain.len() + 20].copy_from_slice(&e_and_index);
-            }
-            Cipher::Gcm256 { salt, enc } => {
-                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
-                let mut aad = [0u8; 12];
-                aad[..8].copy_from_slice(&plain[..8]);
-                aad[8..].copy_from_slice(&e_and_index);
-                enc.encrypt(&iv, &aad, body, &mut out[8..plain.len() + 16])
-                    .map_err(|_| SrtpError::Cipher)?;
+                enc.seal(&iv, &aad, body, &mut out[8..])?;
                 out[plain.len() + 16..plain.len() + 20].copy_from_slice(&e_and_index);
             }
             Cipher::CmSha1 {
@@ -347,9 +353,9 @@ mod tests {
             0x51, 0x75, 0x69, 0x64, 0x20, 0x70, 0x72, 0x6f, 0x20, 0x71, 0x75, 0x6f,
         ];
         let p = crypto().srtp_provider;
-        let gcm = || Cipher::Gcm128 {
+        let gcm = || Cipher::Gcm {
             salt,
-            enc: p.aead_aes_128_gcm().create_cipher(key, true),
+            enc: Gcm::Aes128(p.aead_aes_128_gcm().create_cipher(key, true)),
         };
         SrtpTx {
             rtp: gcm(),
