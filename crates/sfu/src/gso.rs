@@ -7,8 +7,9 @@
 use std::io;
 use std::net::SocketAddr;
 
+use std::net::UdpSocket;
+
 use quinn_udp::{Transmit, UdpSocketState};
-use tokio::net::UdpSocket;
 
 /// Most bytes in one run (the kernel's GSO limit is 64 KiB).
 const MAX_RUN_BYTES: usize = 60 * 1024;
@@ -215,13 +216,13 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_run_of_equal_datagrams_arrives_as_separate_datagrams() {
+    #[test]
+    fn a_run_of_equal_datagrams_arrives_as_separate_datagrams() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .expect("timeout");
         let to = rx.local_addr().expect("addr");
-        let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let state = UdpSocketState::new((&tx).into()).expect("state");
         let mut run = Run::default();
         // Three of 1000 bytes and a short one: one run; then another destination's.
@@ -247,8 +248,8 @@ mod tests {
         assert!(run.is_empty());
     }
 
-    #[tokio::test]
-    async fn the_outbox_keeps_one_run_per_destination() {
+    #[test]
+    fn the_outbox_keeps_one_run_per_destination() {
         let rx: Vec<std::net::UdpSocket> = (0..2)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
             .collect();
@@ -257,7 +258,7 @@ mod tests {
                 .expect("timeout");
         }
         let to: Vec<SocketAddr> = rx.iter().map(|r| r.local_addr().expect("addr")).collect();
-        let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let state = UdpSocketState::new((&tx).into()).expect("state");
         let mut out = Outbox::default();
         // Packets of two frames forwarded to two subscribers in turn.

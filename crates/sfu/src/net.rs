@@ -21,8 +21,9 @@ use std::sync::Arc;
 use tokio::io::Interest;
 
 use str0m::net::{Protocol, Transmit};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -82,6 +83,11 @@ impl RecvBatch {
         }
     }
 
+    /// How many datagrams one receive takes at most.
+    pub fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
     /// The datagrams of the last `n` received (a GRO buffer split into its segments).
     pub fn datagrams(&self, n: usize) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         self.meta
@@ -97,16 +103,32 @@ impl RecvBatch {
     }
 }
 
+/// A UDP media socket as the worker's runtime watches it: for reading only. Writes never
+/// wait (a full buffer drops the datagram), and a socket registered for writability too
+/// would have every sent datagram's release wake the worker's epoll (tokio's `UdpSocket`
+/// registers both).
+pub(crate) type MediaSocket = AsyncFd<std::net::UdpSocket>;
+
+/// `socket` set up as a [`MediaSocket`] on the current runtime.
+pub(crate) fn media_socket(socket: std::net::UdpSocket) -> io::Result<MediaSocket> {
+    socket.set_nonblocking(true)?;
+    // Deprecated for file descriptors a type does not own (tokio#8587); a std socket owns
+    // its descriptor, and the AsyncFd owns the socket, so it is sound here. The
+    // replacement is `unsafe`, which this workspace does not allow.
+    #[allow(deprecated)]
+    AsyncFd::with_interest(socket, Interest::READABLE)
+}
+
 /// The worker's sockets and connections.
 pub(crate) struct Net {
-    pub udp4: UdpSocket,
+    pub udp4: MediaSocket,
     udp4_state: UdpSocketState,
     udp6_state: Option<UdpSocketState>,
     /// Outgoing UDP datagrams not sent yet (see [`Net::flush`]).
     outbox: RefCell<Outbox>,
     /// Our IPv4 candidate address (what str0m is told datagrams arrived at).
     pub udp4_candidate: SocketAddr,
-    pub udp6: Option<(UdpSocket, SocketAddr)>,
+    pub udp6: Option<(MediaSocket, SocketAddr)>,
     pub tcp: HashMap<SocketAddr, TcpConn>,
     inbox: mpsc::Sender<TcpIn>,
     /// Buffers of ICE-TCP frames in either direction.
@@ -120,15 +142,15 @@ pub(crate) struct Net {
 
 impl Net {
     pub fn new(
-        udp4: UdpSocket,
+        udp4: MediaSocket,
         udp4_candidate: SocketAddr,
-        udp6: Option<(UdpSocket, SocketAddr)>,
+        udp6: Option<(MediaSocket, SocketAddr)>,
         metrics: Arc<Metrics>,
     ) -> io::Result<(Net, mpsc::Receiver<TcpIn>)> {
         let (inbox, rx) = mpsc::channel(1024);
-        let udp4_state = UdpSocketState::new((&udp4).into())?;
+        let udp4_state = UdpSocketState::new(udp4.get_ref().into())?;
         let udp6_state = match &udp6 {
-            Some((s, _)) => Some(UdpSocketState::new(s.into())?),
+            Some((s, _)) => Some(UdpSocketState::new(s.get_ref().into())?),
             None => None,
         };
         Ok((
@@ -161,7 +183,8 @@ impl Net {
     }
 
     /// Receive what one UDP socket has, up to a batch, in one system call; the number of
-    /// entries filled, `WouldBlock` when there is nothing.
+    /// entries filled, `WouldBlock` when there is nothing (the caller then clears the
+    /// socket's readiness).
     pub fn recv(&self, v6: bool, batch: &mut RecvBatch) -> io::Result<usize> {
         let (socket, state) = match (&self.udp6, &self.udp6_state, v6) {
             (Some((s, _)), Some(st), true) => (s, st),
@@ -171,9 +194,7 @@ impl Net {
         let mut chunks = batch.storage.chunks_mut(batch.buf_len);
         let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        socket.try_io(Interest::READABLE, || {
-            state.recv(socket.into(), &mut bufs, &mut batch.meta)
-        })
+        state.recv(socket.get_ref().into(), &mut bufs, &mut batch.meta)
     }
 
     /// Send one of str0m's transmits on the transport it names (see [`Net::send_to`]).
@@ -268,10 +289,10 @@ impl Net {
             .map(Some)
     }
 
-    fn udp_for(&self, to: SocketAddr) -> (&UdpSocket, &UdpSocketState) {
+    fn udp_for(&self, to: SocketAddr) -> (&std::net::UdpSocket, &UdpSocketState) {
         match (&self.udp6, &self.udp6_state, to) {
-            (Some((s, _)), Some(st), SocketAddr::V6(_)) => (s, st),
-            _ => (&self.udp4, &self.udp4_state),
+            (Some((s, _)), Some(st), SocketAddr::V6(_)) => (s.get_ref(), st),
+            _ => (self.udp4.get_ref(), &self.udp4_state),
         }
     }
 
@@ -415,8 +436,9 @@ mod tests {
             .await
             .expect("test setup");
         let addr = listener.local_addr().expect("test setup");
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("test setup");
         let cand = udp.local_addr().expect("test setup");
+        let udp = media_socket(udp).expect("test setup");
         let (mut net, mut inbox) =
             Net::new(udp, cand, None, Default::default()).expect("test setup");
         let mut client = TcpStream::connect(addr).await.expect("test setup");
@@ -463,8 +485,9 @@ mod tests {
             .await
             .expect("test setup");
         let addr = listener.local_addr().expect("test setup");
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("test setup");
         let cand = udp.local_addr().expect("test setup");
+        let udp = media_socket(udp).expect("test setup");
         let (mut net, mut inbox) =
             Net::new(udp, cand, None, Default::default()).expect("test setup");
         let mut client = TcpStream::connect(addr).await.expect("test setup");

@@ -364,7 +364,13 @@ pub(crate) struct Peer {
 
 /// Run `f` on the peer's `Rtc`, turning a panic into [`PeerFailure::Panic`].
 pub(crate) fn guarded<T>(rtc: &mut Rtc, f: impl FnOnce(&mut Rtc) -> T) -> Result<T, PeerFailure> {
-    catch_unwind(AssertUnwindSafe(|| f(rtc))).map_err(|_| PeerFailure::Panic)
+    caught(|| f(rtc))
+}
+
+/// Run `f` (the SFU's own work for one peer), turning a panic into
+/// [`PeerFailure::Panic`], so that it closes that peer only.
+pub(crate) fn caught<T>(f: impl FnOnce() -> T) -> Result<T, PeerFailure> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| PeerFailure::Panic)
 }
 
 impl Peer {

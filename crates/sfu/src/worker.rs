@@ -19,16 +19,16 @@ use str0m::format::CodecConfig;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, IceCreds, Input, Output, Rtc};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::egress::Clock;
 use crate::metrics::{Metrics, gauge, inc};
-use crate::net::{Net, RecvBatch, TcpIn};
+use crate::net::{Net, RecvBatch, TcpIn, media_socket};
 use crate::peer::{
     Ev, Peer, PeerFailure, PeerId, PublisherState, Role, SubscriberState, TrackIn, TrackOut,
-    guarded,
+    caught, guarded,
 };
 use crate::sdp;
 use crate::{SfuConfig, StartError};
@@ -288,9 +288,9 @@ impl Worker {
                 return;
             };
             let registered = (|| {
-                let udp4 = UdpSocket::from_std(sockets.udp4)?;
+                let udp4 = media_socket(sockets.udp4)?;
                 let udp6 = match sockets.udp6 {
-                    Some(s) => Some(UdpSocket::from_std(s)?),
+                    Some(s) => Some(media_socket(s)?),
                     None => None,
                 };
                 let tcp = match sockets.tcp {
@@ -350,16 +350,22 @@ impl Worker {
                     None => return,
                     Some(req) => self.on_request(req, net),
                 },
-                r = net.udp4.readable() => {
-                    if let Err(e) = r {
+                r = net.udp4.readable() => match r {
+                    Err(e) => {
                         warn!(error = %e, "SFU socket failed");
                         return;
                     }
-                    self.read_udp(&mut batch, net, false);
-                }
+                    Ok(mut ready) => {
+                        if self.read_udp(&mut batch, net, false) {
+                            ready.clear_ready();
+                        }
+                    }
+                },
                 r = async { udp6?.readable().await.ok() }, if udp6.is_some() => {
-                    if r.is_some() {
-                        self.read_udp(&mut batch, net, true);
+                    if let Some(mut ready) = r
+                        && self.read_udp(&mut batch, net, true)
+                    {
+                        ready.clear_ready();
                     }
                 }
                 a = async { listener?.accept().await.ok() }, if listener.is_some() => {
@@ -401,12 +407,12 @@ impl Worker {
     }
 
     /// Read what one UDP socket has, a few batches at most before timers and commands get
-    /// their turn.
-    fn read_udp(&mut self, batch: &mut RecvBatch, net: &Net, v6: bool) {
+    /// their turn; true when it is drained (its readiness is to be cleared).
+    fn read_udp(&mut self, batch: &mut RecvBatch, net: &Net, v6: bool) -> bool {
         for _ in 0..RECV_ROUNDS {
             let n = match net.recv(v6, batch) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 // e.g. ICMP port unreachable reported on the next read.
                 Err(e) => {
                     debug!(error = %e, "SFU recv error");
@@ -417,7 +423,13 @@ impl Worker {
                 self.on_datagram(data, src, net);
             }
             self.drive_touched(net);
+            if n < batch.capacity() {
+                // The socket had no more: drained without another call to learn it (a
+                // datagram arriving meanwhile is a new readiness event for the runtime).
+                return true;
+            }
         }
+        false
     }
 
     /// A connection from the public port, already recognised as ICE-TCP by its first bytes.
@@ -627,32 +639,41 @@ impl Worker {
         let clock = self.clock;
         let mut plain = std::mem::take(&mut self.scratch.rtcp);
         let mut sealed = std::mem::take(&mut self.scratch.srtcp);
+        let mut failed = Vec::new();
         for p in self.peers.values_mut() {
             if p.next_sr > now {
                 continue;
             }
             p.next_sr = now + SENDER_REPORT_INTERVAL;
-            let Role::Subscriber(s) = &p.role else {
-                continue;
-            };
-            plain.clear();
-            for e in s.tracks.iter().filter_map(|t| t.egress.as_ref()) {
-                e.sender_report(&clock, now, &mut plain);
+            let sent = caught(|| {
+                let Role::Subscriber(s) = &p.role else {
+                    return;
+                };
+                plain.clear();
+                for e in s.tracks.iter().filter_map(|t| t.egress.as_ref()) {
+                    e.sender_report(&clock, now, &mut plain);
+                }
+                let Some((proto, from, to)) = p.path else {
+                    return;
+                };
+                if plain.is_empty() {
+                    return;
+                }
+                let Some(srtp) = p.srtp(&self.crypto) else {
+                    return;
+                };
+                if srtp.protect_rtcp(&plain, &mut sealed).is_ok()
+                    && let Ok(n) = net.send_to(proto, from, to, &sealed)
+                {
+                    self.metrics.sent(proto, n);
+                }
+            });
+            if sent.is_err() {
+                failed.push(p.id);
             }
-            let Some((proto, from, to)) = p.path else {
-                continue;
-            };
-            if plain.is_empty() {
-                continue;
-            }
-            let Some(srtp) = p.srtp(&self.crypto) else {
-                continue;
-            };
-            if srtp.protect_rtcp(&plain, &mut sealed).is_ok()
-                && let Ok(n) = net.send_to(proto, from, to, &sealed)
-            {
-                self.metrics.sent(proto, n);
-            }
+        }
+        for id in failed {
+            self.fail_peer(id, PeerFailure::Panic);
         }
         self.scratch.rtcp = plain;
         self.scratch.srtcp = sealed;

@@ -21,7 +21,11 @@ impl Worker {
             match ev {
                 Ev::Connected => self.on_connected(id, dirty),
                 Ev::MediaAdded { mid, kind } => self.on_media_added(id, mid, kind, &[], dirty),
-                Ev::Rtp(pkt) => self.forward_rtp(id, pkt, dirty, net),
+                Ev::Rtp(pkt) => {
+                    if let Err(e) = caught(|| self.forward_rtp(id, pkt, dirty, net)) {
+                        self.fail_peer(id, e);
+                    }
+                }
                 Ev::Nack(nack) => {
                     if let Some(slow) = self.on_nack(id, &nack, net) {
                         self.on_events(std::iter::once((id, slow)), dirty, net);
@@ -285,6 +289,8 @@ impl Worker {
         let ts = pkt.header.timestamp;
         let seq = *pkt.seq_no;
         let max = crate::egress::Egress::max_len(bytes);
+        // Viewers whose sending panicked: closed after the loop (only they).
+        let mut failed: Vec<PeerId> = Vec::new();
         for &sub_id in &subscribers {
             let decided = match self.peers.get(&sub_id) {
                 Some(Peer {
@@ -370,13 +376,19 @@ impl Worker {
                 vp8: info.vp8.as_ref(),
                 arrival,
             };
-            let sent = net.send_built(path.0, path.1, path.2, max, |buf| {
-                egress.forward(srtp, &clock, buf, plain, &incoming, now)
+            let sent = caught(|| {
+                net.send_built(path.0, path.1, path.2, max, |buf| {
+                    egress.forward(srtp, &clock, buf, plain, &incoming, now)
+                })
             });
             match sent {
-                Ok(Some(n)) => self.metrics.sent(path.0, n),
-                Ok(None) => continue,
-                Err(e) => debug!(peer = sub_id, error = %e, "send failed"),
+                Ok(Ok(Some(n))) => self.metrics.sent(path.0, n),
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => debug!(peer = sub_id, error = %e, "send failed"),
+                Err(_) => {
+                    failed.push(sub_id);
+                    continue;
+                }
             }
             inc(&self.metrics.packets_forwarded, 1);
             match kind {
@@ -385,6 +397,9 @@ impl Worker {
             }
         }
         self.scratch.subscribers = subscribers;
+        for id in failed {
+            self.fail_peer(id, PeerFailure::Panic);
+        }
         if kind == MediaKind::Video {
             for rid in want_keyframe {
                 self.request_keyframe_at(pub_id, mid, rid, interval, now, dirty);
@@ -552,18 +567,24 @@ impl Worker {
             return slow;
         };
         let plain = &mut self.scratch.plain;
-        for seq in seqs() {
-            let Some(len) = egress.resendable(seq, now) else {
-                continue;
-            };
-            let max = crate::egress::Egress::max_len(len);
-            let sent = net.send_built(path.0, path.1, path.2, max, |buf| {
-                egress.resend(srtp, &self.clock, buf, plain, seq, now)
-            });
-            if let Ok(Some(n)) = sent {
-                self.metrics.sent(path.0, n);
-                inc(&self.metrics.retransmitted_packets, 1);
+        let resent = caught(|| {
+            for seq in seqs() {
+                let Some(len) = egress.resendable(seq, now) else {
+                    continue;
+                };
+                let max = crate::egress::Egress::max_len(len);
+                let sent = net.send_built(path.0, path.1, path.2, max, |buf| {
+                    egress.resend(srtp, &self.clock, buf, plain, seq, now)
+                });
+                if let Ok(Some(n)) = sent {
+                    self.metrics.sent(path.0, n);
+                    inc(&self.metrics.retransmitted_packets, 1);
+                }
             }
+        });
+        if let Err(e) = resent {
+            self.fail_peer(sub_id, e);
+            return None;
         }
         slow
     }
