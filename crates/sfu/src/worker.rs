@@ -55,6 +55,12 @@ const MEDIA_IDLE: Duration = Duration::from_secs(1);
 /// turn.
 const RECV_ROUNDS: usize = 4;
 
+/// How late a timer (str0m's: feedback, NACKs, handshake retransmissions; ours: REMB,
+/// sender reports) may run when nothing else wakes the worker: while media flows,
+/// datagrams wake it every few milliseconds and the due timers run then, so timers of
+/// different peers share wake-ups instead of each costing one.
+const TIMER_SLACK: Duration = Duration::from_millis(5);
+
 /// How long a closed peer may take to send its goodbyes (RTCP BYE, DTLS close_notify).
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
@@ -344,6 +350,16 @@ impl Worker {
         let mut handoff_open = true;
         loop {
             let deadline = self.next_deadline();
+            // A timer in the future may wait a little longer for a wake-up of its own: the
+            // next datagram (a few milliseconds away in a call) services it on the way.
+            // One due already waits a millisecond: a str0m instance asking for "now" again and
+            // again must not make the worker spin.
+            let now = Instant::now();
+            let wake = if deadline <= now {
+                now + Duration::from_millis(1)
+            } else {
+                deadline.max(now + Duration::from_millis(1)) + TIMER_SLACK
+            };
             let udp6 = net.udp6.as_ref().map(|(s, _)| s);
             tokio::select! {
                 req = self.requests.recv() => match req {
@@ -392,7 +408,7 @@ impl Worker {
                         net.attach_relay(p);
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
             }
             // Timers only when one is due: a busy socket must not cost a scan per datagram.
             let now = Instant::now();
@@ -483,7 +499,7 @@ impl Worker {
         for c in &self.closing {
             d = d.min(c.next);
         }
-        d.max(now + Duration::from_millis(1))
+        d
     }
 
     // ---- network input -------------------------------------------------------------
