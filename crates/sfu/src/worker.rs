@@ -4,6 +4,8 @@
 //! commands and `forward` moves media, data channel messages and keyframe requests.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,13 +119,15 @@ pub(crate) struct Worker {
     crypto: Arc<CryptoProvider>,
     cert: DtlsCert,
     next_id: PeerId,
-    peers: HashMap<PeerId, Peer>,
+    /// Looked up per datagram and per forwarded packet: FxHash, as the keys are the SFU's
+    /// own ids and addresses that passed ICE, not what a client chooses freely.
+    peers: FxHashMap<PeerId, Peer>,
     by_ufrag: HashMap<String, PeerId>,
-    by_addr: HashMap<SocketAddr, PeerId>,
+    by_addr: FxHashMap<SocketAddr, PeerId>,
     publishers: HashMap<(String, StreamType), PeerId>,
     subscribers: HashMap<SubKey, PeerId>,
     /// Selected simulcast layer per subscriber peer.
-    selections: HashMap<PeerId, Selection>,
+    selections: FxHashMap<PeerId, Selection>,
     pending: Vec<PendingSubscribe>,
     /// Closed peers still draining their close output.
     closing: Vec<Closing>,
@@ -263,12 +267,12 @@ impl Worker {
             crypto,
             cert,
             next_id: 1,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_addr: FxHashMap::default(),
             publishers: HashMap::new(),
             subscribers: HashMap::new(),
-            selections: HashMap::new(),
+            selections: FxHashMap::default(),
             pending: Vec::new(),
             closing: Vec::new(),
             touched: Vec::new(),
