@@ -380,6 +380,10 @@ pub async fn run(o: Options) -> Result<()> {
             }
         }
     }
+    // hpb and Janus run in turn, round by round: a round's ratio compares two runs minutes
+    // apart, while the medians of the two sides may come from different minutes of a
+    // shared host whose speed drifts (by a third within a run here).
+    let paired = paired_ratio(&ours, &theirs);
     if o.repeat > 1 {
         for (name, runs) in [("hpb", &ours), ("janus", &theirs)] {
             let figures: Vec<String> = runs
@@ -392,9 +396,18 @@ pub async fn run(o: Options) -> Result<()> {
             );
         }
     }
+    if let Some((ratios, _)) = &paired
+        && ratios.len() > 1
+    {
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "hpb/janus forwarded packets per SFU CPU second, round by round: {}",
+            shown.join(", ")
+        );
+    }
     let ours = median(ours).unwrap_or_default();
     let theirs = median(theirs);
-    print_results(&ours, theirs.as_ref());
+    print_results(&ours, theirs.as_ref(), paired.map(|(_, m)| m));
     println!("load average at the end: {}", loadavg());
     Ok(())
 }
@@ -428,6 +441,21 @@ fn median(mut runs: Vec<Measured>) -> Option<Measured> {
     runs.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
     let mid = runs.len().checked_sub(1)? / 2;
     runs.into_iter().nth(mid)
+}
+
+/// The ratio of forwarded packets per SFU CPU second of each round in which both sides ran
+/// (hpb's run, then Janus's), and their median (of an even number, the lower middle one).
+fn paired_ratio(ours: &[Measured], theirs: &[Measured]) -> Option<(Vec<f64>, f64)> {
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .filter(|(_, b)| b.per_cpu_second() > 0.0)
+        .map(|(a, b)| a.per_cpu_second() / b.per_cpu_second())
+        .collect();
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len().checked_sub(1)? / 2;
+    Some((ratios, sorted[mid]))
 }
 
 /// `/proc/loadavg`'s first three fields: other work on the machine skews latency (not CPU).
@@ -483,6 +511,21 @@ mod tests {
             media_cpu: Duration::from_secs(1),
             ..Measured::default()
         }
+    }
+
+    #[test]
+    fn rounds_are_compared_pairwise() {
+        let ours = [run(300), run(100), run(200)];
+        let theirs = [run(100), run(50), run(40)];
+        let (ratios, median) = paired_ratio(&ours, &theirs).expect("ratios");
+        assert_eq!(ratios, vec![3.0, 2.0, 5.0]);
+        assert_eq!(median, 3.0);
+        // A round where Janus failed counts for nothing; none at all, no ratio.
+        assert_eq!(
+            paired_ratio(&ours[..2], &[run(100), run(0)]).map(|p| p.1),
+            Some(3.0)
+        );
+        assert_eq!(paired_ratio(&ours, &[]), None);
     }
 
     #[test]
