@@ -439,10 +439,16 @@ impl Worker {
         want_keyframe: &mut Vec<Option<Rid>>,
     ) -> bool {
         let selection = self.selections.get(&sub_id).copied().unwrap_or_default();
-        let wanted_kind = match kind {
-            MediaKind::Audio => selection.audio,
-            MediaKind::Video => selection.video,
-        };
+        if kind == MediaKind::Audio {
+            // Every audio packet is a frame of its own, and only the selection decides.
+            let forward = selection.audio != Some(false);
+            if forward {
+                inc(&self.metrics.media_forwarded, 1);
+                inc(&self.metrics.audio_frames_forwarded, 1);
+            }
+            return forward;
+        }
+        let wanted_kind = selection.video;
         // A codec whose keyframes are not told apart: any frame may start a layer.
         let starts_layer = info.keyframe;
         // The subscriber's estimate and current layer decide among the layers sent.
@@ -508,7 +514,7 @@ impl Worker {
                     return false;
                 }
             }
-            if kind == MediaKind::Video && out.needs_keyframe {
+            if out.needs_keyframe {
                 if starts_layer {
                     out.needs_keyframe = false;
                 } else if !want_keyframe.contains(&rid) {
@@ -520,10 +526,7 @@ impl Worker {
         out.decide(rid, ts, forward);
         if forward {
             inc(&self.metrics.media_forwarded, 1);
-            match kind {
-                MediaKind::Audio => inc(&self.metrics.audio_frames_forwarded, 1),
-                MediaKind::Video => inc(&self.metrics.video_frames_forwarded, 1),
-            }
+            inc(&self.metrics.video_frames_forwarded, 1);
         }
         forward
     }
