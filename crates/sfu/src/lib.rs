@@ -65,6 +65,7 @@ mod gso;
 mod key_tap;
 mod metrics;
 mod net;
+mod numbering;
 mod peer;
 mod recovery;
 mod relay_link;
