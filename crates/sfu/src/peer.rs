@@ -277,7 +277,7 @@ impl TrackOut {
 /// (Chromium starts each at a random timestamp); forwarded as is, a layer switch would make
 /// the viewer's timeline jump by up to 2^31 ticks, and Chromium then may hold the new
 /// layer's frames for seconds. On a switch the new layer is mapped onto the old timeline.
-/// (Sequence numbers and VP8 picture ids are str0m's own per outgoing stream already.)
+/// (Sequence numbers and VP8 picture ids continue too, see [`crate::numbering`].)
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Timeline {
     /// Added (mod 2^32) to the timestamps of the layer being forwarded.

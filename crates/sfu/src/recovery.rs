@@ -45,8 +45,8 @@ impl NackTally {
 }
 
 /// The publisher's codecs as offered to its subscribers: each video codec without an RTX
-/// payload type gets one (a free dynamic PT) and NACK feedback, so str0m answers the
-/// subscribers' NACKs from its egress buffer whatever the publisher negotiated.
+/// payload type gets one (a free dynamic PT) and NACK feedback, so the SFU answers the
+/// subscribers' NACKs from its history whatever the publisher negotiated.
 pub(crate) fn with_rtx(params: Vec<PayloadParams>) -> Vec<PayloadParams> {
     let mut used: Vec<u8> = params
         .iter()

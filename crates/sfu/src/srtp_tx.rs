@@ -216,7 +216,7 @@ impl SrtpTx {
     /// Protect one RTP packet: `out` already holds its cleartext header (`header_len` bytes,
     /// SSRC and sequence number in it) and gets `payload` encrypted after it, then the tag.
     /// `index` is the packet's extended sequence number (ROC << 16 | seq). Returns the
-    /// length of the SRTP packet. `out` must have [`SRTP_MAX_OVERHEAD`] bytes past the
+    /// length of the SRTP packet. `out` must have `SRTP_MAX_OVERHEAD` (31) bytes past the
     /// payload.
     pub fn protect_rtp(
         &mut self,

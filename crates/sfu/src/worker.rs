@@ -132,10 +132,11 @@ pub(crate) struct Worker {
     /// Closed peers still draining their close output.
     closing: Vec<Closing>,
     /// Peers that got input since they were last polled: a receive batch is handed to str0m
-    /// datagram by datagram, and each peer is polled once for the whole batch (a video frame
-    /// is several datagrams; polling a str0m instance costs several microseconds).
+    /// datagram by datagram, and each subscriber is polled once for the whole batch (polling
+    /// a str0m instance costs several microseconds). A publisher is polled after each
+    /// datagram: str0m's RTP mode holds only one received packet.
     touched: Vec<PeerId>,
-    /// Buffers the per-packet path reuses instead of allocating per batch or frame.
+    /// Buffers the per-packet path reuses instead of allocating per batch or packet.
     scratch: Scratch,
     /// The worker's clock against the wall clock (RTP header times, sender reports).
     clock: Clock,
