@@ -1,7 +1,8 @@
 //! The SFU worker: one thread with its own current-thread runtime that owns the UDP socket
 //! and every peer. This module has the loop, the demultiplexing of datagrams (5-tuple, then
-//! STUN ufrag), str0m's timers, REMB and closing; `commands` runs the signaling side's
-//! commands and `forward` moves media, data channel messages and keyframe requests.
+//! STUN ufrag) and the polling of peers; `commands` runs the signaling side's commands,
+//! `forward` moves media, data channel messages and keyframe requests, `timers` runs what is
+//! due (str0m's timeouts, ICE timeouts, REMB, sender reports) and `closing` tears peers down.
 
 use std::collections::HashMap;
 
@@ -35,23 +36,15 @@ use crate::peer::{
 use crate::sdp;
 use crate::{SfuConfig, StartError};
 
+mod closing;
 mod commands;
 mod forward;
+mod timers;
+
+use closing::Closing;
 
 /// The label of the channel subscribers get publisher messages on (Talk reads it).
 pub(crate) const SUBSCRIBER_CHANNEL: &str = "JanusDataChannel";
-
-/// How often a publisher is reminded of its bitrate cap.
-const REMB_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How often the streams the SFU sends a subscriber get an RTCP sender report (str0m's
-/// interval for video; the receiver maps RTP time to wall-clock time with them, for
-/// lip sync).
-const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A publisher track without a frame for this long is reported as not receiving (Janus'
-/// `no_media_timer` is one second).
-const MEDIA_IDLE: Duration = Duration::from_secs(1);
 
 /// Most receive batches (system calls) in one wake-up before timers and commands get their
 /// turn.
@@ -62,21 +55,6 @@ const RECV_ROUNDS: usize = 4;
 /// datagrams wake it every few milliseconds and the due timers run then, so timers of
 /// different peers share wake-ups instead of each costing one.
 const TIMER_SLACK: Duration = Duration::from_millis(5);
-
-/// How long a closed peer may take to send its goodbyes (RTCP BYE, DTLS close_notify).
-const CLOSE_DRAIN: Duration = Duration::from_secs(2);
-
-/// A closed peer's str0m instance, kept only until its close output has been sent.
-struct Closing {
-    id: PeerId,
-    rtc: Rtc,
-    /// Still routed here (in `by_addr`) until the drain ends.
-    addrs: Vec<SocketAddr>,
-    /// `Rtc::close` was refused and is tried again.
-    retry_close: bool,
-    next: Instant,
-    until: Instant,
-}
 
 pub(crate) struct Request {
     pub cmd: McuCommand,
@@ -489,24 +467,6 @@ impl Worker {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
-        let now = Instant::now();
-        let mut d = now + Duration::from_secs(1);
-        for p in self.peers.values() {
-            d = d.min(p.next_timeout);
-            if matches!(p.role, Role::Subscriber(_)) {
-                d = d.min(p.next_sr);
-            }
-        }
-        for p in &self.pending {
-            d = d.min(p.deadline);
-        }
-        for c in &self.closing {
-            d = d.min(c.next);
-        }
-        d
-    }
-
     // ---- network input -------------------------------------------------------------
 
     /// A datagram the TURN server of this process relayed to us: a UDP datagram from the
@@ -611,159 +571,6 @@ impl Worker {
         known.is_none().then_some(id)
     }
 
-    fn on_timers(&mut self, now: Instant, net: &Net) {
-        let mut due = Vec::new();
-        let mut idle = Vec::new();
-        for (id, p) in &self.peers {
-            if now.saturating_duration_since(p.last_rx) > self.cfg.ice_timeout {
-                idle.push(*id);
-            } else if p.next_timeout <= now {
-                due.push(*id);
-            }
-        }
-        for id in idle {
-            self.close_peer(id, "ICE timeout: nothing received", true);
-        }
-        self.notice_idle_media(now);
-        due.extend(self.send_rembs(now));
-        for id in &due {
-            if let Some(p) = self.peers.get_mut(id)
-                && let Err(e) = p.handle_input(Input::Timeout(now))
-            {
-                self.fail_peer(*id, e);
-            }
-        }
-        if !due.is_empty() {
-            self.drive_ids(&mut due, net);
-        }
-        self.send_sender_reports(now, net);
-        let (expired, waiting): (Vec<_>, Vec<_>) =
-            self.pending.drain(..).partition(|p| p.deadline <= now);
-        self.pending = waiting;
-        for p in expired {
-            let _ = p.reply.send(error(
-                "client_not_found",
-                format!(
-                    "No MCU client found to send message to: {} has no {} stream on this SFU \
-                     (waited {:?})",
-                    p.publisher,
-                    p.stream.as_str(),
-                    self.cfg.publisher_wait
-                ),
-            ));
-        }
-    }
-
-    /// RTCP sender reports for the streams the SFU sends subscribers, every
-    /// [`SENDER_REPORT_INTERVAL`]: one compound packet per subscriber.
-    fn send_sender_reports(&mut self, now: Instant, net: &Net) {
-        let clock = self.clock;
-        let mut plain = std::mem::take(&mut self.scratch.rtcp);
-        let mut sealed = std::mem::take(&mut self.scratch.srtcp);
-        let mut failed = Vec::new();
-        for p in self.peers.values_mut() {
-            if p.next_sr > now {
-                continue;
-            }
-            p.next_sr = now + SENDER_REPORT_INTERVAL;
-            let sent = caught(|| {
-                let Role::Subscriber(s) = &p.role else {
-                    return;
-                };
-                plain.clear();
-                for e in s.tracks.iter().filter_map(|t| t.egress.as_ref()) {
-                    e.sender_report(&clock, now, &mut plain);
-                }
-                let Some((proto, from, to)) = p.path else {
-                    return;
-                };
-                if plain.is_empty() {
-                    return;
-                }
-                let Some(srtp) = p.srtp(&self.crypto) else {
-                    return;
-                };
-                if srtp.protect_rtcp(&plain, &mut sealed).is_ok()
-                    && let Ok(n) = net.send_to(proto, from, to, &sealed)
-                {
-                    self.metrics.sent(proto, n);
-                }
-            });
-            if sent.is_err() {
-                failed.push(p.id);
-            }
-        }
-        for id in failed {
-            self.fail_peer(id, PeerFailure::Panic);
-        }
-        self.scratch.rtcp = plain;
-        self.scratch.srtcp = sealed;
-    }
-
-    /// Cap publishers at their bitrate with a REMB every couple of seconds (Janus does the
-    /// same); returns the publishers that have feedback to send.
-    fn send_rembs(&mut self, now: Instant) -> Vec<PeerId> {
-        let mut sent = Vec::new();
-        let mut failed = Vec::new();
-        for p in self.peers.values_mut() {
-            if p.max_bitrate == 0 || !p.connected || now < p.next_remb {
-                continue;
-            }
-            p.next_remb = now + REMB_INTERVAL;
-            let Role::Publisher(state) = &p.role else {
-                continue;
-            };
-            let bitrate = Bitrate::bps(p.max_bitrate);
-            // On the best layer being sent (an announced layer may never get media).
-            let video: Vec<(Mid, Option<Rid>)> = state
-                .tracks
-                .iter()
-                .filter(|t| t.kind == MediaKind::Video)
-                .map(|t| (t.mid, t.choose_layer(None, now)))
-                .collect();
-            let r = guarded(&mut p.rtc, |rtc| {
-                let mut api = rtc.direct_api();
-                for (mid, rid) in video {
-                    if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
-                        rx.request_remb(bitrate);
-                    }
-                }
-            });
-            match r {
-                Ok(()) => sent.push(p.id),
-                Err(_) => failed.push(p.id),
-            }
-        }
-        for id in failed {
-            self.fail_peer(id, PeerFailure::Panic);
-        }
-        sent
-    }
-
-    /// Publisher tracks that stopped delivering frames: Janus' `media` `receiving: false`.
-    fn notice_idle_media(&mut self, now: Instant) {
-        for p in self.peers.values_mut() {
-            let Role::Publisher(state) = &mut p.role else {
-                continue;
-            };
-            for t in &mut state.tracks {
-                let idle = t
-                    .last_frame
-                    .is_some_and(|at| now.saturating_duration_since(at) > MEDIA_IDLE);
-                if t.receiving && idle {
-                    t.receiving = false;
-                    debug!(peer = p.id, mid = %t.mid, "no media for a while");
-                    let _ = self.events.send(McuEvent::MediaReceiving {
-                        session: p.session.clone(),
-                        stream: p.stream,
-                        kind: forward::mcu_kind(t.kind),
-                        receiving: false,
-                    });
-                }
-            }
-        }
-    }
-
     /// Poll the peers that got input (see `touched`).
     fn drive_touched(&mut self, net: &Net) {
         if !self.touched.is_empty() {
@@ -816,172 +623,6 @@ impl Worker {
         self.scratch.events = events;
         self.scratch.dirty = next;
     }
-
-    // ---- closing ------------------------------------------------------------------
-
-    fn fail_peer(&mut self, id: PeerId, why: PeerFailure) {
-        let graceful = !matches!(why, PeerFailure::Panic);
-        if !graceful {
-            inc(&self.metrics.peer_panics, 1);
-            warn!(peer = id, "str0m panicked; closing only this peer");
-        }
-        self.close_peer_with(id, &why.to_string(), true, graceful);
-    }
-
-    /// Remove a peer and everything that points at it; `notify` sends the McuEvent. The
-    /// client is told too: its connection gets RTCP BYE and DTLS close_notify.
-    fn close_peer(&mut self, id: PeerId, reason: &str, notify: bool) {
-        self.close_peer_with(id, reason, notify, true);
-    }
-
-    /// `graceful: false` (after a str0m panic) drops the peer's state without touching it.
-    fn close_peer_with(&mut self, id: PeerId, reason: &str, notify: bool, graceful: bool) {
-        let Some(mut peer) = self.peers.remove(&id) else {
-            return;
-        };
-        gauge(
-            &self.metrics.estimated_bitrate_sum,
-            -(peer.estimate.bps() as i64),
-        );
-        info!(peer = id, session = %peer.session, publisher = %peer.publisher, stream = peer.stream.as_str(), reason, "closing peer");
-        self.by_ufrag.remove(&peer.ufrag);
-        // close() queues the goodbyes (RTCP BYE, DTLS close_notify) and drain_closing sends
-        // them. str0m refuses to close while the data channel association is still being set
-        // up (right after DTLS); such a peer keeps getting its datagrams and the close is
-        // retried until it goes through or CLOSE_DRAIN ends.
-        let closed = graceful.then(|| guarded(&mut peer.rtc, |rtc| rtc.close()));
-        let keep = match closed {
-            Some(Ok(r)) if peer.rtc.is_alive() => Some(r.is_err()),
-            _ => None,
-        };
-        if let Some(retry_close) = keep {
-            debug!(peer = id, retry_close, "draining the closed peer");
-            let now = Instant::now();
-            self.closing.push(Closing {
-                id,
-                rtc: peer.rtc,
-                addrs: std::mem::take(&mut peer.addrs),
-                retry_close,
-                next: now,
-                until: now + CLOSE_DRAIN,
-            });
-        } else {
-            for a in &peer.addrs {
-                self.by_addr.remove(a);
-            }
-        }
-        self.selections.remove(&id);
-        match peer.role {
-            Role::Publisher(p) => {
-                gauge(&self.metrics.publishers, -1);
-                if self.publishers.get(&(peer.session.clone(), peer.stream)) == Some(&id) {
-                    self.publishers.remove(&(peer.session.clone(), peer.stream));
-                }
-                if notify {
-                    let _ = self.events.send(McuEvent::PublisherClosed {
-                        session: peer.session.clone(),
-                        stream: peer.stream,
-                    });
-                }
-                for sub in p.subscribers {
-                    self.close_peer(sub, "the publisher closed", notify);
-                }
-            }
-            Role::Subscriber(s) => {
-                gauge(&self.metrics.subscribers, -1);
-                let key = (peer.session.clone(), peer.publisher.clone(), peer.stream);
-                if self.subscribers.get(&key) == Some(&id) {
-                    self.subscribers.remove(&key);
-                }
-                if let Some(p) = self
-                    .peers
-                    .get_mut(&s.publisher)
-                    .and_then(|p| p.publisher_state())
-                {
-                    p.subscribers.retain(|x| *x != id);
-                }
-                if notify {
-                    let _ = self.events.send(McuEvent::SubscriberClosed {
-                        subscriber: peer.session,
-                        publisher: peer.publisher,
-                        stream: peer.stream,
-                    });
-                }
-            }
-        }
-    }
-}
-
-impl Worker {
-    /// Send what closed peers still have to say; forget those that are done (or too slow).
-    fn drain_closing(&mut self, now: Instant, net: &Net) {
-        let metrics = &self.metrics;
-        let mut gone = Vec::new();
-        self.closing.retain_mut(|c| {
-            let keep = now < c.until && (c.next > now || drain(c, now, net, metrics));
-            if !keep {
-                debug!(peer = c.id, "closed peer drained");
-                gone.push((c.id, std::mem::take(&mut c.addrs)));
-            }
-            keep
-        });
-        for (id, addrs) in gone {
-            for a in addrs {
-                if self.by_addr.get(&a) == Some(&id) {
-                    self.by_addr.remove(&a);
-                }
-            }
-        }
-    }
-
-    /// A datagram for a peer that is closing (e.g. finishing its data channel setup).
-    fn on_closing_datagram(&mut self, id: PeerId, input: Input) -> bool {
-        let Some(c) = self.closing.iter_mut().find(|c| c.id == id) else {
-            return false;
-        };
-        if !matches!(
-            guarded(&mut c.rtc, |rtc| rtc.handle_input(input)),
-            Ok(Ok(()))
-        ) {
-            c.until = Instant::now();
-        }
-        c.next = Instant::now();
-        true
-    }
-}
-
-/// One round of a closing peer: retry the close if needed, send its output; false = done.
-fn drain(c: &mut Closing, now: Instant, net: &Net, metrics: &Metrics) -> bool {
-    let r = guarded(&mut c.rtc, |rtc| {
-        if rtc.handle_input(Input::Timeout(now)).is_err() {
-            return false;
-        }
-        if c.retry_close && rtc.close().is_ok() {
-            c.retry_close = false;
-        }
-        // Bounded: the close output is a few datagrams.
-        for _ in 0..256 {
-            if !rtc.is_alive() {
-                return false;
-            }
-            match rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    if let Ok(n) = net.send(&t) {
-                        metrics.sent(t.proto, n);
-                    }
-                }
-                Ok(Output::Timeout(t)) => {
-                    c.next = t;
-                    return true;
-                }
-                Ok(Output::Event(_)) => {}
-                Err(_) => return false,
-            }
-        }
-        c.next = now;
-        true
-    });
-    r.unwrap_or(false)
 }
 
 /// The simulcast layer a viewer gets: `substream` (0 = lowest) among the layers, the highest
