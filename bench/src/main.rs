@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 
 const USAGE: &str = "usage: hpb-bench signaling [--sizes 100,500,1000] [--messages N] [--rate PER_SECOND]
        hpb-bench turn [--clients N] [--messages N] [--length BYTES]
-       hpb-bench sfu [--rooms 3] [--publishers 2] [--subscribers 5] [--seconds 20] [--fps 30] [--video-kbps 1500] [--repeat 3] [--muted 0]";
+       hpb-bench sfu [--rooms 3] [--publishers 2] [--subscribers 5] [--seconds 20] [--fps 30] [--video-kbps 1500] [--repeat 5] [--muted 0]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
