@@ -165,32 +165,31 @@ impl<const M: usize, const S: usize> Master<M, S> {
     }
 }
 
+impl<const M: usize> Master<M, 12> {
+    /// The RTP and RTCP ciphers of an AES-GCM profile (12-byte salts, RFC 7714), each with
+    /// its session key (made a cipher by `cipher`, which picks the key size) and salt.
+    fn gcm(&self, crypto: &dyn SrtpProvider, cipher: impl Fn([u8; M]) -> Gcm) -> (Cipher, Cipher) {
+        let pair = |key, salt| Cipher::Gcm {
+            salt: self.derive(crypto, salt),
+            enc: cipher(self.derive(crypto, key)),
+        };
+        (
+            pair(LABEL_RTP_KEY, LABEL_RTP_SALT),
+            pair(LABEL_RTCP_KEY, LABEL_RTCP_SALT),
+        )
+    }
+}
+
 impl SrtpTx {
     pub fn new(crypto: &CryptoProvider, keys: &Keys) -> Result<SrtpTx, SrtpError> {
         let p = crypto.srtp_provider;
         let (rtp, rtcp) = match keys.profile {
-            SrtpProfile::AEAD_AES_128_GCM => {
-                let m = Master::<16, 12>::ours(keys)?;
-                let gcm = |k, s| Cipher::Gcm {
-                    salt: m.derive(p, s),
-                    enc: Gcm::Aes128(p.aead_aes_128_gcm().create_cipher(m.derive(p, k), true)),
-                };
-                (
-                    gcm(LABEL_RTP_KEY, LABEL_RTP_SALT),
-                    gcm(LABEL_RTCP_KEY, LABEL_RTCP_SALT),
-                )
-            }
-            SrtpProfile::AEAD_AES_256_GCM => {
-                let m = Master::<32, 12>::ours(keys)?;
-                let gcm = |k, s| Cipher::Gcm {
-                    salt: m.derive(p, s),
-                    enc: Gcm::Aes256(p.aead_aes_256_gcm().create_cipher(m.derive(p, k), true)),
-                };
-                (
-                    gcm(LABEL_RTP_KEY, LABEL_RTP_SALT),
-                    gcm(LABEL_RTCP_KEY, LABEL_RTCP_SALT),
-                )
-            }
+            SrtpProfile::AEAD_AES_128_GCM => Master::<16, 12>::ours(keys)?.gcm(p, |k| {
+                Gcm::Aes128(p.aead_aes_128_gcm().create_cipher(k, true))
+            }),
+            SrtpProfile::AEAD_AES_256_GCM => Master::<32, 12>::ours(keys)?.gcm(p, |k| {
+                Gcm::Aes256(p.aead_aes_256_gcm().create_cipher(k, true))
+            }),
             SrtpProfile::AES128_CM_SHA1_80 => {
                 let m = Master::<16, 14>::ours(keys)?;
                 let cm = |k, a, s| Cipher::CmSha1 {
