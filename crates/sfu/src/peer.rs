@@ -362,6 +362,15 @@ pub(crate) struct Peer {
     pub next_sr: Instant,
 }
 
+/// Whom a new connection serves: its signaling session, the session publishing the
+/// stream (the same for a publisher), the stream and the connection's `sid`.
+pub(crate) struct PeerNames {
+    pub session: String,
+    pub publisher: String,
+    pub stream: StreamType,
+    pub sid: String,
+}
+
 /// Run `f` on the peer's `Rtc`, turning a panic into [`PeerFailure::Panic`].
 pub(crate) fn guarded<T>(rtc: &mut Rtc, f: impl FnOnce(&mut Rtc) -> T) -> Result<T, PeerFailure> {
     caught(|| f(rtc))
@@ -374,6 +383,49 @@ pub(crate) fn caught<T>(f: impl FnOnce() -> T) -> Result<T, PeerFailure> {
 }
 
 impl Peer {
+    /// A new connection (its id is given when the worker inserts it): not connected yet,
+    /// nothing received, every timer due now.
+    pub fn new(
+        rtc: Rtc,
+        ufrag: String,
+        keys: Arc<KeySlot>,
+        names: PeerNames,
+        role: Role,
+        max_bitrate: u64,
+    ) -> Peer {
+        let PeerNames {
+            session,
+            publisher,
+            stream,
+            sid,
+        } = names;
+        let now = Instant::now();
+        Peer {
+            id: 0,
+            rtc,
+            ufrag,
+            session,
+            publisher,
+            stream,
+            sid,
+            role,
+            next_timeout: now,
+            last_rx: now,
+            connected: false,
+            addrs: Vec::new(),
+            max_bitrate,
+            next_remb: now,
+            nacks_out: Default::default(),
+            nack_window: (now, 0),
+            estimate: Default::default(),
+            next_slow_link: now,
+            keys,
+            srtp: None,
+            path: None,
+            next_sr: now,
+        }
+    }
+
     pub fn publisher_state(&mut self) -> Option<&mut PublisherState> {
         match &mut self.role {
             Role::Publisher(p) => Some(p),

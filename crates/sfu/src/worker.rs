@@ -30,8 +30,8 @@ use crate::egress::Clock;
 use crate::metrics::{Metrics, gauge, inc};
 use crate::net::{Net, RecvBatch, TcpIn, media_socket};
 use crate::peer::{
-    Ev, Peer, PeerFailure, PeerId, PublisherState, Role, SubscriberState, TrackIn, TrackOut,
-    caught, guarded,
+    Ev, Peer, PeerFailure, PeerId, PeerNames, PublisherState, Role, SubscriberState, TrackIn,
+    TrackOut, caught, guarded,
 };
 use crate::sdp;
 use crate::{SfuConfig, StartError};

@@ -347,37 +347,20 @@ impl Worker {
                 );
             }
         };
-        let now = Instant::now();
-        let id = self.insert_peer(Peer {
-            id: 0,
-            rtc,
-            ufrag,
+        let names = PeerNames {
             session: session.clone(),
             publisher: session.clone(),
             stream,
             sid,
-            role: Role::Publisher(PublisherState {
-                tracks: Vec::new(),
-                subscribers: Vec::new(),
-                params: Vec::new(),
-                up_announced: false,
-                ssrcs: Vec::new(),
-            }),
-            next_timeout: now,
-            last_rx: now,
-            connected: false,
-            addrs: Vec::new(),
-            max_bitrate,
-            next_remb: now,
-            nacks_out: Default::default(),
-            nack_window: (now, 0),
-            estimate: Default::default(),
-            next_slow_link: now,
-            keys,
-            srtp: None,
-            path: None,
-            next_sr: now,
+        };
+        let role = Role::Publisher(PublisherState {
+            tracks: Vec::new(),
+            subscribers: Vec::new(),
+            params: Vec::new(),
+            up_announced: false,
+            ssrcs: Vec::new(),
         });
+        let id = self.insert_peer(Peer::new(rtc, ufrag, keys, names, role, max_bitrate));
         info!(peer = id, %session, stream = stream.as_str(), "publisher created");
         let mut dirty = vec![id];
         self.register_tracks(id, sdp_text, &sim_groups, &mut dirty);
@@ -545,38 +528,21 @@ impl Worker {
         };
         let offer = offer.to_sdp_string();
         let new_sid = new_sid();
-        let now = Instant::now();
-        let id = self.insert_peer(Peer {
-            id: 0,
-            rtc,
-            ufrag,
+        let names = PeerNames {
             session: subscriber.clone(),
             publisher: publisher.clone(),
             stream,
             sid: new_sid.clone(),
-            role: Role::Subscriber(SubscriberState {
-                publisher: pub_id,
-                tracks,
-                channel: Some(cid),
-                channel_open: false,
-                pending: Some(pending),
-                last_offer: offer.clone(),
-            }),
-            next_timeout: now,
-            last_rx: now,
-            connected: false,
-            addrs: Vec::new(),
-            max_bitrate: 0,
-            next_remb: now,
-            nacks_out: Default::default(),
-            nack_window: (now, 0),
-            estimate: Default::default(),
-            next_slow_link: now,
-            keys,
-            srtp: None,
-            path: None,
-            next_sr: now,
+        };
+        let role = Role::Subscriber(SubscriberState {
+            publisher: pub_id,
+            tracks,
+            channel: Some(cid),
+            channel_open: false,
+            pending: Some(pending),
+            last_offer: offer.clone(),
         });
+        let id = self.insert_peer(Peer::new(rtc, ufrag, keys, names, role, 0));
         self.selections.insert(id, selection);
         info!(peer = id, %subscriber, %publisher, stream = stream.as_str(), sid = %new_sid, "subscriber created");
         self.drive(vec![id], net);
