@@ -29,6 +29,9 @@ use crate::srtp_tx::SrtpTx;
 
 pub(crate) type PeerId = u64;
 
+/// The transport, our address and the client's that a connection's media goes on.
+pub(crate) type MediaPath = (Protocol, SocketAddr, SocketAddr);
+
 /// What a peer's str0m instance reported that the worker acts on.
 // Events live briefly in one reused Vec; boxing a packet would allocate per packet.
 #[allow(clippy::large_enum_variant)]
@@ -354,10 +357,9 @@ pub(crate) struct Peer {
     pub keys: Arc<KeySlot>,
     /// The SFU's SRTP sending context, made from `keys` once they came.
     pub srtp: Option<SrtpTx>,
-    /// The transport, our address and the client's that media goes on: the path of the
-    /// client's last non-STUN datagram or of str0m's last non-STUN transmit (both follow
-    /// the nominated candidate pair).
-    pub path: Option<(Protocol, SocketAddr, SocketAddr)>,
+    /// The path media goes on: that of the client's last non-STUN datagram or of str0m's
+    /// last non-STUN transmit (both follow the nominated candidate pair).
+    pub path: Option<MediaPath>,
     /// The next sender reports of a subscriber's streams.
     pub next_sr: Instant,
 }
@@ -451,8 +453,17 @@ impl Peer {
         Some(Ev::SlowLink { uplink, nacks })
     }
 
-    /// The SRTP context for sending, once the DTLS handshake gave the keys.
-    pub fn srtp(&mut self, crypto: &str0m::config::CryptoProvider) -> Option<&mut SrtpTx> {
+    /// What sending media to this subscriber takes: its SRTP context (made once the DTLS
+    /// handshake gave the keys), its streams, and the path media goes on; `None` until all
+    /// three are there.
+    pub fn media_out(
+        &mut self,
+        crypto: &str0m::config::CryptoProvider,
+    ) -> Option<(&mut SrtpTx, &mut SubscriberState, MediaPath)> {
+        let Role::Subscriber(s) = &mut self.role else {
+            return None;
+        };
+        let path = self.path?;
         if self.srtp.is_none() {
             let keys = self.keys.get()?;
             match SrtpTx::new(crypto, keys) {
@@ -463,7 +474,7 @@ impl Peer {
                 }
             }
         }
-        self.srtp.as_mut()
+        Some((self.srtp.as_mut()?, s, path))
     }
 
     /// NACKed packets counted for the slow-link report: one when a second has many.

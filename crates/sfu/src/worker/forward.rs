@@ -322,20 +322,10 @@ impl Worker {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
-            if sub.srtp(&self.crypto).is_none() {
-                continue;
-            }
-            let Peer {
-                srtp: Some(srtp),
-                role: Role::Subscriber(s),
-                path: Some(path),
-                estimate,
-                ..
-            } = sub
-            else {
+            let estimate = sub.estimate;
+            let Some((srtp, s, path)) = sub.media_out(&self.crypto) else {
                 continue;
             };
-            let path = *path;
             let Some(out) = s.tracks.iter_mut().find(|t| t.source == mid) else {
                 continue;
             };
@@ -548,16 +538,7 @@ impl Worker {
         let count = seqs().count() as u64;
         inc(&self.metrics.nacks_received, count);
         let slow = sub.count_nacks(count, now);
-        if sub.srtp(&self.crypto).is_none() {
-            return slow;
-        }
-        let Peer {
-            srtp: Some(srtp),
-            role: Role::Subscriber(s),
-            path: Some(path),
-            ..
-        } = sub
-        else {
+        let Some((srtp, s, path)) = sub.media_out(&self.crypto) else {
             return slow;
         };
         let ssrc = *nack.ssrc;

@@ -90,22 +90,16 @@ impl Worker {
             }
             p.next_sr = now + SENDER_REPORT_INTERVAL;
             let sent = caught(|| {
-                let Role::Subscriber(s) = &p.role else {
+                let Some((srtp, s, (proto, from, to))) = p.media_out(&self.crypto) else {
                     return;
                 };
                 plain.clear();
                 for e in s.tracks.iter().filter_map(|t| t.egress.as_ref()) {
                     e.sender_report(&clock, now, &mut plain);
                 }
-                let Some((proto, from, to)) = p.path else {
-                    return;
-                };
                 if plain.is_empty() {
                     return;
                 }
-                let Some(srtp) = p.srtp(&self.crypto) else {
-                    return;
-                };
                 if srtp.protect_rtcp(&plain, &mut sealed).is_ok()
                     && let Ok(n) = net.send_to(proto, from, to, &sealed)
                 {
