@@ -438,10 +438,15 @@ async fn run_upstream(nc: &FakeNextcloud, o: &Options) -> Option<Measured> {
 /// The run with the median forwarded packets per SFU CPU second; of an even number, the
 /// lower of the two middle runs (the table shows one run that happened, never the better
 /// half of a tie).
-fn median(mut runs: Vec<Measured>) -> Option<Measured> {
-    runs.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
-    let mid = runs.len().checked_sub(1)? / 2;
-    runs.into_iter().nth(mid)
+fn median(runs: Vec<Measured>) -> Option<Measured> {
+    lower_middle(runs, Measured::per_cpu_second)
+}
+
+/// The middle element of `v` ordered by `key`; of an even number, the lower middle one.
+fn lower_middle<T>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
+    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mid = v.len().checked_sub(1)? / 2;
+    v.into_iter().nth(mid)
 }
 
 /// The ratio of forwarded packets per SFU CPU second of each round in which both sides ran
@@ -453,10 +458,8 @@ fn paired_ratio(ours: &[Measured], theirs: &[Measured]) -> Option<(Vec<f64>, f64
         .filter(|(_, b)| b.per_cpu_second() > 0.0)
         .map(|(a, b)| a.per_cpu_second() / b.per_cpu_second())
         .collect();
-    let mut sorted = ratios.clone();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len().checked_sub(1)? / 2;
-    Some((ratios, sorted[mid]))
+    let median = lower_middle(ratios.clone(), |r| *r)?;
+    Some((ratios, median))
 }
 
 /// `/proc/loadavg`'s first three fields: other work on the machine skews latency (not CPU).
